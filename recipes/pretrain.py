@@ -1,0 +1,81 @@
+"""Continued MLM pretraining of ModernBERT on biomedical and clinical text.
+
+    accelerate launch recipes/pretrain.py                                   # embedded default: tiny model, CPU
+    accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml recipes/pretrain.py \
+        --config recipes/configs/clinical_modernbert_base.yaml             # the real run
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import transformers
+from transformers import set_seed
+
+from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
+from clinical_modernbert.masking import MaskingScheduleCallback
+from clinical_modernbert.modeling import load_model, load_tokenizer
+from clinical_modernbert.parsing import parse_recipe_args
+from clinical_modernbert.pretraining import (
+    RUN_FACTS_FILE,
+    build_collators,
+    build_datasets,
+    build_lexicon,
+    resolve_checkpoint,
+    run_facts,
+)
+from clinical_modernbert.trainer import MLMTrainer, save_json
+
+logger = logging.getLogger(__name__)
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded_default.yaml"
+
+
+def main(model_args, data_args, masking_args, training_args):
+    set_seed(training_args.seed)
+    tokenizer = load_tokenizer(model_args)
+    lexicon = build_lexicon(masking_args)
+    train_dataset, eval_dataset = build_datasets(data_args, tokenizer, lexicon, training_args)
+    train_collator, eval_collator = build_collators(tokenizer, masking_args, training_args)
+    model = load_model(model_args, tokenizer)
+
+    trainer = MLMTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=train_collator,
+        eval_data_collator=eval_collator,
+        processing_class=tokenizer,
+        callbacks=[MaskingScheduleCallback(train_collator)],
+    )
+    logger.info("Train: %d steps, global batch %d rows of %d tokens", training_args.max_steps,
+                training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+                * training_args.world_size, data_args.max_seq_length)
+    train_result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    if eval_dataset is not None:
+        logger.info("Eval: %d held-out rows at a fixed %.0f%% masking", len(eval_dataset),
+                    100 * masking_args.eval_mlm_probability)
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+
+    facts = run_facts(trainer, model_args, data_args, masking_args, lexicon)
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        save_json(facts, Path(training_args.output_dir) / RUN_FACTS_FILE)
+        logger.info("Save: model, tokenizer and run facts in %s", training_args.output_dir)
+        logger.info(
+            "Load it with: AutoModelForMaskedLM.from_pretrained(%r) or pipeline('fill-mask', model=%r)",
+            training_args.output_dir, training_args.output_dir,
+        )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    transformers.utils.logging.set_verbosity_warning()
+    main(*parse_recipe_args([ModelArguments, DataArguments, MaskingArguments, PretrainConfig],
+                            default_config=DEFAULT_CONFIG))

@@ -1,0 +1,156 @@
+"""Argument dataclasses of the recipes, parsed by `trl.TrlParser` from YAML with CLI overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from transformers import TrainingArguments
+
+from .assets import ASSETS_DIR
+
+EMBEDDED_PREFIX = "embedded:"
+ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train: a Hub id or local checkpoint (warm start), or a config (from scratch)."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or local directory of a ModernBERT checkpoint to warm-start from."},
+    )
+    model_config: str | None = field(
+        default=None,
+        metadata={"help": "ModernBertConfig JSON to train from scratch (default: the embedded tiny config)."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer (default: the checkpoint's, else the embedded sample tokenizer)."},
+    )
+    attn_implementation: str = field(
+        default="auto",
+        metadata={"help": f"One of {ATTENTION_IMPLEMENTATIONS}; auto = flash_attention_2 on CUDA if installed, else sdpa."},
+    )
+    sparse_prediction: bool = field(
+        default=False, metadata={"help": "Run the MLM head only on masked positions (ModernBERT's sparse_prediction)."}
+    )
+
+    def __post_init__(self):
+        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation={self.attn_implementation!r} is not one of {ATTENTION_IMPLEMENTATIONS}"
+            )
+        if self.model_name_or_path and self.model_config:
+            raise ValueError("Give either model_name_or_path (warm start) or model_config (from scratch), not both.")
+
+
+@dataclass
+class SourceConfig:
+    """One corpus of the mixture: a Hub dataset or local files, read with `datasets` in streaming mode.
+
+    `path` is a Hub id (e.g. `ncbi/pubmed`) or a `datasets` builder (`json`, `parquet`, `csv`, `text`) used with
+    `data_files` (local paths or globs, compressed files allowed). Text comes from `text_field`, or from `template`,
+    a Python format string over the row's columns (e.g. `"ICD-9 code {code}: {description}"`).
+    """
+
+    name: str
+    path: str
+    data_files: str | list[str] | None = None
+    config_name: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    template: str | None = None
+    weight: float = 1.0
+    delimiter: str | None = None
+
+    def __post_init__(self):
+        if not self.weight > 0:
+            raise ValueError(f"Source {self.name!r}: mixture weight must be > 0, got {self.weight}")
+        if isinstance(self.data_files, str):
+            self.data_files = resolve_embedded(self.data_files)
+        elif self.data_files is not None:
+            self.data_files = [resolve_embedded(f) for f in self.data_files]
+
+
+def resolve_embedded(path: str) -> str:
+    """`embedded:<name>` names a file shipped in the package's assets; other paths are returned unchanged."""
+    if path.startswith(EMBEDDED_PREFIX):
+        return str(ASSETS_DIR / path[len(EMBEDDED_PREFIX) :])
+    return path
+
+
+@dataclass
+class DataArguments:
+    """The training corpus: sources, mixture, held-out split, tokenization and packing."""
+
+    sources: list[dict] = field(
+        default_factory=list,
+        metadata={"help": "List of sources (see SourceConfig): name, path, data_files, text_field|template, weight."},
+    )
+    max_seq_length: int = field(default=512, metadata={"help": "Packed sequence length (up to 8192)."})
+    packing: bool = field(
+        default=True, metadata={"help": "Pack documents into full rows (attention never crosses documents)."}
+    )
+    eval_fraction: float = field(
+        default=0.01, metadata={"help": "Share of documents held out for evaluation, chosen by hash of the text."}
+    )
+    max_eval_documents: int = field(default=256, metadata={"help": "Number of held-out documents evaluated."})
+    shuffle_buffer_size: int = field(
+        default=0, metadata={"help": "Stream shuffle buffer per source (0 = keep file order)."}
+    )
+
+    def __post_init__(self):
+        self.sources = [s if isinstance(s, SourceConfig) else _source_from_dict(s) for s in self.sources]
+        if not 8 <= self.max_seq_length <= 8192:
+            raise ValueError(f"max_seq_length must be in [8, 8192], got {self.max_seq_length}")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+
+def _source_from_dict(spec: dict) -> SourceConfig:
+    valid = [f.name for f in fields(SourceConfig)]
+    unknown = sorted(set(spec) - set(valid))
+    if unknown:
+        raise ValueError(f"Unknown source key(s) {unknown} in {spec}; valid keys: {valid}")
+    return SourceConfig(**spec)
+
+
+@dataclass
+class MaskingArguments:
+    """Medical-token-weighted dynamic masking (see `clinical_modernbert.masking`)."""
+
+    mlm_probability_start: float = field(default=0.30, metadata={"help": "Masking rate at step 0."})
+    mlm_probability_end: float = field(default=0.15, metadata={"help": "Masking rate at max_steps."})
+    mlm_schedule: str = field(default="linear", metadata={"help": "linear, cosine or constant."})
+    medical_weight: float = field(default=3.0, metadata={"help": "Relative masking weight of medical tokens."})
+    whole_term_masking: bool = field(default=True, metadata={"help": "Mask multi-token medical terms as a unit."})
+    whole_word_masking: bool = field(default=False, metadata={"help": "Mask ordinary words as a unit too."})
+    mask_replace_prob: float = field(default=0.8, metadata={"help": "Share of masked tokens replaced by [MASK]."})
+    random_replace_prob: float = field(default=0.1, metadata={"help": "Share of masked tokens replaced at random."})
+    eval_mlm_probability: float = field(default=0.15, metadata={"help": "Fixed masking rate of evaluation."})
+    lexicon_files: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Extra term lists (one term per line) added to the embedded default lexicon."},
+    )
+    code_tables: list[str] = field(
+        default_factory=list, metadata={"help": "Extra code tables (TSV/CSV with a `code` column)."}
+    )
+    use_default_lexicon: bool = field(default=True, metadata={"help": "Include the embedded default lexicon."})
+
+
+@dataclass
+class PretrainConfig(TrainingArguments):
+    """`TrainingArguments` with the recipe's defaults (streams need max_steps, no column removal)."""
+
+    output_dir: str = field(default="outputs/clinical-modernbert-tiny", metadata={"help": "Where the run is saved."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "The collator selects the columns."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start fresh even if output_dir holds checkpoints (default: resume from the last one)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_steps <= 0:
+            raise ValueError("max_steps must be set (> 0): the corpus is a stream of unknown length.")

@@ -1,0 +1,1 @@
+"""The streaming corpus: sources, mixture, tokenization with medical flags, packing."""

@@ -1,0 +1,79 @@
+"""Reading the corpus sources as `datasets` streams: Hub datasets or local files, one text column each."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import re
+import string
+
+import pandas as pd
+from datasets import Features, IterableDataset, Value, load_dataset
+
+from ..configs import SourceConfig
+
+logger = logging.getLogger(__name__)
+
+LOCAL_BUILDERS = ("json", "csv", "text", "parquet")
+# datasets' json builder decodes with `encoding_errors` only when `encoding` is not spelled "utf-8"
+LOCAL_READ_OPTIONS = {
+    "json": {"encoding": "utf8", "encoding_errors": "replace"},
+    "csv": {"encoding_errors": "replace", "keep_default_na": False},
+    "text": {"encoding_errors": "replace"},
+    "parquet": {},
+}
+
+
+def load_source(source: SourceConfig) -> IterableDataset:
+    """Stream one source with `load_dataset(..., streaming=True)`, invalid UTF-8 in local files replaced."""
+    kwargs = {}
+    if source.path in LOCAL_BUILDERS:
+        files = [source.data_files] if isinstance(source.data_files, str) else list(source.data_files or [])
+        if not files:
+            raise ValueError(f"Source {source.name!r}: builder {source.path!r} needs data_files")
+        for pattern in files:
+            if not glob.glob(pattern):
+                raise FileNotFoundError(f"Source {source.name!r}: no file matches {pattern!r}")
+        kwargs = dict(LOCAL_READ_OPTIONS[source.path])
+        if source.delimiter is not None:
+            kwargs["delimiter"] = source.delimiter
+        if source.path == "csv":
+            kwargs["features"] = _string_features(glob.glob(files[0])[0], source.delimiter or ",")
+    try:
+        stream = load_dataset(
+            source.path, source.config_name, data_files=source.data_files, split=source.split, streaming=True, **kwargs
+        )
+        first = next(iter(stream))
+    except StopIteration:  # raised by load_dataset itself when a local file is empty
+        raise ValueError(f"Source {source.name!r} yields no documents") from None
+    columns = set(stream.features) if stream.features is not None else set(first)
+    needed = _template_fields(source.template) if source.template else [source.text_field]
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise ValueError(f"Source {source.name!r} has no column(s) {missing}; available columns: {sorted(columns)}")
+    return stream
+
+
+def format_text(source: SourceConfig, row: dict) -> object:
+    """The document text of a row: its `text_field`, or `template` filled from the row (None if a field is None)."""
+    if source.template is None:
+        return row.get(source.text_field)
+    values = {k: row.get(k) for k in _template_fields(source.template)}
+    if any(v is None for v in values.values()):
+        return None
+    try:
+        return source.template.format(**values)
+    except (KeyError, IndexError, TypeError):  # a nested field missing in this row
+        return None
+
+
+def _template_fields(template: str) -> list[str]:
+    """Column names a template reads (`{MedlineCitation[Article][ArticleTitle]}` reads `MedlineCitation`)."""
+    names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    return list(dict.fromkeys(re.split(r"[.\[]", name, maxsplit=1)[0] for name in names))
+
+
+def _string_features(path: str, delimiter: str) -> Features:
+    """Every csv column as a string, so that codes keep their digits ("250.00", not 250.0)."""
+    header = pd.read_csv(path, sep=delimiter, nrows=0, encoding_errors="replace")
+    return Features({name: Value("string") for name in header.columns})

@@ -1,0 +1,201 @@
+"""The streaming corpus: mix sources, hold out by hash, tokenize, flag medical terms, pack; resumable.
+
+Reading, mixing and sharding use `datasets` (`load_dataset(streaming=True)`, `interleave_datasets`,
+`split_dataset_by_node`). Tokenizing, flagging and packing happen here, in blocks of documents, because packing
+carries open rows from one block to the next, which a stateless `IterableDataset.map` cannot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import torch
+import xxhash
+from datasets import interleave_datasets
+from datasets.distributed import split_dataset_by_node
+
+from ..configs import DataArguments, SourceConfig
+from .packing import BestFitPacker, chunk_document, row_to_example
+from .sources import format_text, load_source
+
+logger = logging.getLogger(__name__)
+
+# Per-source counters carried by every row (summed by the collator, totalled by the trainer).
+STAT_FIELDS = ("documents", "tokens", "skipped_empty", "skipped_non_string", "utf8_replaced")
+
+
+def is_held_out(text: str, eval_fraction: float) -> bool:
+    """Deterministic held-out choice by hash of the document text."""
+    return xxhash.xxh64_intdigest(text.encode("utf-8", "replace")) < eval_fraction * 2**64
+
+
+class PackedStream(torch.utils.data.IterableDataset):
+    """Packed training (or held-out) rows from the source mixture.
+
+    Each row is `{"input_ids", "medical_mask", "doc_lengths", "stream_stats"[, "stream_position"]}`. Training rows
+    carry their `stream_position`; `state_dict(position)` returns what `load_state_dict` needs to continue right
+    after that row (only the last `keep_snapshots` blocks are remembered).
+    """
+
+    def __init__(
+        self,
+        data_args: DataArguments,
+        tokenizer,
+        lexicon=None,
+        split: str = "train",
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        block_size: int = 256,
+        keep_snapshots: int = 64,
+    ):
+        if split not in ("train", "eval"):
+            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        if not data_args.sources:
+            raise ValueError("No data sources configured (data argument `sources` is empty).")
+        self.sources: list[SourceConfig] = data_args.sources
+        self.data_args, self.tokenizer, self.lexicon, self.split = data_args, tokenizer, lexicon, split
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.block_size, self.keep_snapshots = block_size, keep_snapshots
+        self.epoch = 0
+        self._documents = self._build_documents()
+        self._snapshots: OrderedDict[int, dict] = OrderedDict()
+        self._resume: dict | None = None
+        self._warned: set[int] = set()
+
+    @property
+    def n_sources(self) -> int:
+        return len(self.sources)
+
+    def _build_documents(self):
+        streams = []
+        for index, source in enumerate(self.sources):
+            stream = load_source(source)
+            if self.data_args.shuffle_buffer_size:
+                stream = stream.shuffle(seed=self.seed, buffer_size=self.data_args.shuffle_buffer_size)
+            streams.append(
+                stream.map(
+                    lambda row, s=source, i=index: {"text": format_text(s, row), "source": i},
+                    remove_columns=list(stream.features) if stream.features else None,
+                )
+            )
+        total = sum(s.weight for s in self.sources)
+        mixed = (
+            streams[0]
+            if len(streams) == 1
+            else interleave_datasets(
+                streams,
+                probabilities=[s.weight / total for s in self.sources],
+                seed=self.seed,
+                stopping_strategy="all_exhausted",
+            )
+        )
+        if self.world_size > 1:
+            mixed = split_dataset_by_node(mixed, rank=self.rank, world_size=self.world_size)
+        return mixed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._documents.set_epoch(epoch)
+
+    def __iter__(self):
+        packer = BestFitPacker(self.data_args.max_seq_length, packing=self.data_args.packing)
+        stats = [[0] * len(STAT_FIELDS) for _ in self.sources]
+        skip_rows, block_index = 0, 0
+        if self._resume is not None:
+            self._documents.load_state_dict(self._resume["documents"])
+            packer.load_state(self._resume["packer"])
+            skip_rows, block_index = self._resume["skip_rows"], self._resume["block_index"]
+            self._resume = None
+        documents = iter(self._documents)
+        held_out_seen, limit = 0, self.data_args.max_eval_documents
+        while True:
+            if self.split == "train":
+                self._remember(block_index, packer)
+            block = []
+            for row in documents:
+                text = self._checked_text(row, stats)
+                if text is None or is_held_out(text, self.data_args.eval_fraction) != (self.split == "eval"):
+                    continue
+                block.append((text, row["source"]))
+                if self.split == "eval":
+                    held_out_seen += 1
+                    if held_out_seen >= limit:
+                        break
+                if len(block) == self.block_size:
+                    break
+            rows = []
+            for chunk in self._chunks(block, stats):
+                rows.extend(packer.add(chunk))
+            last = not block or (self.split == "eval" and held_out_seen >= limit)
+            if last:
+                rows.extend(packer.flush())
+            for k, row in enumerate(rows):
+                if k < skip_rows:
+                    continue
+                example = row_to_example(row)
+                example["stream_stats"], stats = stats, [[0] * len(STAT_FIELDS) for _ in self.sources]
+                if self.split == "train":
+                    example["stream_position"] = [block_index, k]
+                yield example
+            skip_rows = 0
+            block_index += 1
+            if last:
+                return
+
+    def _checked_text(self, row: dict, stats) -> str | None:
+        text, counts = row["text"], stats[row["source"]]
+        if not isinstance(text, str):
+            counts[STAT_FIELDS.index("skipped_non_string")] += 1
+            if row["source"] not in self._warned:
+                self._warned.add(row["source"])
+                name = self.sources[row["source"]].name
+                logger.warning("Source %r: skipping documents whose text is %s (counted)", name, type(text).__name__)
+            return None
+        if not text.strip():
+            counts[STAT_FIELDS.index("skipped_empty")] += 1
+            return None
+        if "\ufffd" in text:
+            counts[STAT_FIELDS.index("utf8_replaced")] += 1
+        return text
+
+    def _chunks(self, block: list[tuple[str, int]], stats):
+        if not block:
+            return
+        texts = [text for text, _ in block]
+        encoded = self.tokenizer(
+            texts,
+            add_special_tokens=False,
+            return_offsets_mapping=self.lexicon is not None,
+            return_attention_mask=False,
+        )
+        if self.lexicon is not None:
+            flags = self.lexicon.token_flags(texts, encoded["offset_mapping"])
+        else:
+            flags = [[0] * len(ids) for ids in encoded["input_ids"]]
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        for (_, source), ids, doc_flags in zip(block, encoded["input_ids"], flags):
+            counts = stats[source]
+            counts[STAT_FIELDS.index("documents")] += 1
+            for chunk in chunk_document(ids, doc_flags, source, self.data_args.max_seq_length, cls_id, sep_id):
+                counts[STAT_FIELDS.index("tokens")] += len(chunk)
+                yield chunk
+
+    def _remember(self, block_index: int, packer: BestFitPacker) -> None:
+        self._snapshots[block_index] = {"documents": self._documents.state_dict(), "packer": packer.state()}
+        while len(self._snapshots) > self.keep_snapshots:
+            self._snapshots.popitem(last=False)
+
+    def state_dict(self, position: list[int]) -> dict:
+        """What `load_state_dict` needs to continue right after the row at `position`."""
+        block_index, row = position
+        if block_index not in self._snapshots:
+            raise KeyError(f"stream position {position} is older than the {self.keep_snapshots} remembered blocks")
+        snapshot = self._snapshots[block_index]
+        return {"block_index": block_index, "skip_rows": row + 1, "epoch": self.epoch, **snapshot}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a `state_dict` at the next iteration."""
+        self.set_epoch(state["epoch"])
+        self._resume = state

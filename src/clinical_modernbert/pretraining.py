@@ -1,0 +1,122 @@
+"""The building blocks `recipes/pretrain.py` assembles: data, collators, checkpoint resolution, run facts."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from datasets import Dataset
+from transformers.trainer_utils import get_last_checkpoint
+
+from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
+from .data.stream import PackedStream
+from .lexicon import Lexicon
+from .masking import MaskingSchedule, MedicalMaskingCollator
+
+logger = logging.getLogger(__name__)
+
+RUN_FACTS_FILE = "run_facts.json"
+
+
+def build_lexicon(masking_args: MaskingArguments) -> Lexicon:
+    """The medical lexicon: embedded default terms plus the user's term lists and code tables."""
+    lexicon = Lexicon.from_files(
+        masking_args.lexicon_files, masking_args.code_tables, use_default=masking_args.use_default_lexicon
+    )
+    logger.info("Data: medical lexicon of %d terms", len(lexicon))
+    return lexicon
+
+
+def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: PretrainConfig):
+    """The training stream (this process's shard) and the held-out evaluation rows (materialised)."""
+    train = PackedStream(
+        data_args,
+        tokenizer,
+        lexicon,
+        split="train",
+        seed=args.seed,
+        rank=args.process_index,
+        world_size=args.world_size,
+    )
+    eval_dataset = None
+    if data_args.eval_fraction > 0 and data_args.max_eval_documents > 0:
+        rows = [
+            {k: v for k, v in row.items() if k != "stream_stats"}
+            for row in PackedStream(data_args, tokenizer, lexicon, split="eval", seed=args.seed)
+        ]
+        if not rows:
+            raise ValueError(
+                f"No document was held out for evaluation (eval_fraction={data_args.eval_fraction}); "
+                "raise eval_fraction or set max_eval_documents: 0."
+            )
+        eval_dataset = Dataset.from_list(rows)
+        n_docs = sum(len(r["doc_lengths"]) for r in rows)
+        logger.info("Data: %d held-out documents in %d evaluation rows", n_docs, len(rows))
+    names = ", ".join(f"{s.name} (weight {s.weight:g})" for s in data_args.sources)
+    logger.info("Data: streaming %s, rows of %d tokens, packing=%s", names, data_args.max_seq_length, data_args.packing)
+    return train, eval_dataset
+
+
+def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainConfig):
+    """The training collator (scheduled rate) and the evaluation collator (fixed rate and seed)."""
+    common = dict(
+        tokenizer=tokenizer,
+        medical_weight=masking_args.medical_weight,
+        whole_term_masking=masking_args.whole_term_masking,
+        whole_word_masking=masking_args.whole_word_masking,
+        mask_replace_prob=masking_args.mask_replace_prob,
+        random_replace_prob=masking_args.random_replace_prob,
+    )
+    schedule = MaskingSchedule(
+        masking_args.mlm_probability_start, masking_args.mlm_probability_end, args.max_steps, masking_args.mlm_schedule
+    )
+    train = MedicalMaskingCollator(schedule=schedule, seed=args.seed, **common)
+    evaluation = MedicalMaskingCollator(mlm_probability=masking_args.eval_mlm_probability, seed=args.seed, **common)
+    return train, evaluation
+
+
+def resolve_checkpoint(args: PretrainConfig) -> str | None:
+    """The checkpoint to resume from: explicit, else the last one in output_dir unless starting fresh."""
+    if args.resume_from_checkpoint:
+        if not Path(args.resume_from_checkpoint).is_dir():
+            raise FileNotFoundError(f"resume_from_checkpoint not found: {args.resume_from_checkpoint}")
+        return args.resume_from_checkpoint
+    if not Path(args.output_dir).is_dir():
+        return None
+    last = get_last_checkpoint(args.output_dir)
+    if last is None:
+        return None
+    if args.overwrite_output_dir:
+        logger.info("Train: starting fresh although %s holds %s (overwrite_output_dir)", args.output_dir, last)
+        return None
+    logger.info("Train: resuming from %s (pass --overwrite_output_dir true to start fresh)", last)
+    return last
+
+
+def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, masking_args: MaskingArguments, lexicon):
+    """Everything the model card reports about this run, measured by the run itself."""
+    args, config = trainer.args, trainer.model.config
+    return {
+        "base_model": model_args.model_name_or_path,
+        "from_scratch_config": None if model_args.model_name_or_path else (model_args.model_config or "embedded"),
+        "steps": trainer.state.global_step,
+        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        "max_seq_length": data_args.max_seq_length,
+        "packing": data_args.packing,
+        "attn_implementation": config._attn_implementation,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "learning_rate": args.learning_rate,
+        "source_weights": {s.name: s.weight for s in data_args.sources},
+        "source_paths": {s.name: s.path for s in data_args.sources},
+        "masking": {
+            "schedule": masking_args.mlm_schedule,
+            "mlm_probability_start": masking_args.mlm_probability_start,
+            "mlm_probability_end": masking_args.mlm_probability_end,
+            "eval_mlm_probability": masking_args.eval_mlm_probability,
+            "medical_weight": masking_args.medical_weight,
+            "whole_term_masking": masking_args.whole_term_masking,
+            "lexicon_terms": len(lexicon),
+        },
+        **trainer.corpus_facts(),
+        "log_history": trainer.state.log_history,
+    }

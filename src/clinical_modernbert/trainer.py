@@ -1,0 +1,155 @@
+"""`Trainer` for packed, streamed MLM: document-confined attention, stream checkpoints, masking and corpus facts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from accelerate.data_loader import DataLoaderShard
+from torch.utils.data import DataLoader
+from transformers import Trainer
+
+from .attention import packed_attention_inputs
+from .data.stream import STAT_FIELDS, PackedStream
+
+logger = logging.getLogger(__name__)
+
+MASK_STAT_FIELDS = ("maskable", "medical_maskable", "masked", "medical_masked")
+STREAM_STATE_FILE = "stream_state_rank{rank}.json"
+
+
+class MLMTrainer(Trainer):
+    """A `Trainer` that understands the batches of `MedicalMaskingCollator` over a `PackedStream`.
+
+    - pops `document_ids` and turns it into per-layer-type document masks (or flash varlen kwargs);
+    - evaluates with `eval_data_collator` (fixed masking rate and seed);
+    - totals the per-source stream counters and masking counters, logs the masking shares;
+    - saves the stream position with each checkpoint and restores it on resume.
+    """
+
+    def __init__(self, *args, eval_data_collator=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_data_collator = eval_data_collator
+        n_sources = self.train_dataset.n_sources if isinstance(self.train_dataset, PackedStream) else 0
+        self.stream_totals = torch.zeros(n_sources, len(STAT_FIELDS), dtype=torch.long)
+        self.mask_totals = torch.zeros(len(MASK_STAT_FIELDS), dtype=torch.long)
+        self._mask_since_log = torch.zeros(len(MASK_STAT_FIELDS), dtype=torch.long)
+        self.tokens_seen = 0
+        self._stream_position = None
+
+    # -- data ---------------------------------------------------------------------------------------------------
+    def get_train_dataloader(self) -> DataLoader:
+        if not isinstance(self.train_dataset, PackedStream):
+            return super().get_train_dataloader()
+        # The stream is already split per process (split_dataset_by_node); accelerate.prepare would shard it again,
+        # so we hand accelerate's per-process loader the stream as it is.
+        return DataLoaderShard(
+            self.train_dataset,
+            device=self.args.device,
+            batch_size=self.args.per_device_train_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+            prefetch_factor=self.args.dataloader_prefetch_factor,
+        )
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        if self.eval_data_collator is None:
+            return super().get_eval_dataloader(eval_dataset)
+        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def _prepare_inputs(self, inputs: dict) -> dict:
+        inputs = super()._prepare_inputs(inputs)
+        stream_stats = inputs.pop("stream_stats", None)
+        mask_stats = inputs.pop("mask_stats", None)
+        position = inputs.pop("stream_position", None)
+        document_ids = inputs.pop("document_ids", None)
+        if self.model.training:
+            if stream_stats is not None:
+                self.stream_totals += stream_stats.cpu()
+            if mask_stats is not None:
+                self.mask_totals += mask_stats.cpu()
+                self._mask_since_log += mask_stats.cpu()
+            if position is not None:
+                self._stream_position = position[-1].tolist()
+            self.tokens_seen += int(inputs["attention_mask"].sum())
+        if document_ids is not None and bool((document_ids.max(dim=1).values > 0).any()):
+            config = self.accelerator.unwrap_model(self.model).config
+            dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else torch.float32
+            inputs.update(packed_attention_inputs(config, document_ids, dtype=dtype))
+        return inputs
+
+    # -- logging ------------------------------------------------------------------------------------------------
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training and "loss" in logs:
+            schedule = getattr(self.data_collator, "schedule", None)
+            if schedule is not None:
+                logs["mlm_probability"] = round(schedule(self.state.global_step), 4)
+            counts = self.accelerator.reduce(self._mask_since_log.to(self.args.device), reduction="sum").cpu()
+            self._mask_since_log.zero_()
+            maskable, medical_maskable, masked, medical_masked = counts.tolist()
+            if maskable:
+                logs["medical_share_maskable"] = round(medical_maskable / maskable, 4)
+                logs["masked_fraction"] = round(masked / maskable, 4)
+            if masked:
+                logs["medical_share_masked"] = round(medical_masked / masked, 4)
+        super().log(logs, start_time)
+
+    def corpus_facts(self) -> dict:
+        """Realised mixture and token counts of this run, summed over processes."""
+        device = self.args.device
+        stream = self.accelerator.reduce(self.stream_totals.to(device), reduction="sum").cpu()
+        masks = self.accelerator.reduce(self.mask_totals.to(device), reduction="sum").cpu()
+        tokens = int(self.accelerator.reduce(torch.tensor(self.tokens_seen, device=device), reduction="sum"))
+        sources = self.train_dataset.sources if isinstance(self.train_dataset, PackedStream) else []
+        return {
+            "tokens_trained": tokens,
+            "sources": {s.name: dict(zip(STAT_FIELDS, map(int, row))) for s, row in zip(sources, stream)},
+            "masking_counts": dict(zip(MASK_STAT_FIELDS, map(int, masks))),
+        }
+
+    # -- checkpoints --------------------------------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if not isinstance(self.train_dataset, PackedStream) or self._stream_position is None:
+            return
+        if self.args.dataloader_num_workers > 0:
+            logger.warning("Stream position not saved: it lives in dataloader workers (resume will re-read).")
+            return
+        checkpoint = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        state = {
+            "stream": self.train_dataset.state_dict(self._stream_position),
+            "stream_totals": self.stream_totals.tolist(),
+            "mask_totals": self.mask_totals.tolist(),
+            "tokens_seen": self.tokens_seen,
+        }
+        path = checkpoint / STREAM_STATE_FILE.format(rank=self.args.process_index)
+        path.write_text(json.dumps(state))
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if resume_from_checkpoint and isinstance(self.train_dataset, PackedStream):
+            path = Path(resume_from_checkpoint) / STREAM_STATE_FILE.format(rank=self.args.process_index)
+            if path.is_file():
+                state = json.loads(path.read_text())
+                self.train_dataset.load_state_dict(state["stream"])
+                self.stream_totals = torch.tensor(state["stream_totals"], dtype=torch.long)
+                self.mask_totals = torch.tensor(state["mask_totals"], dtype=torch.long)
+                self.tokens_seen = state["tokens_seen"]
+                self.args.ignore_data_skip = True
+                logger.info("Data: stream continues after its saved position in %s", resume_from_checkpoint)
+            else:
+                logger.warning("Data: %s has no stream position; re-reading the stream to skip seen batches", path)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+
+def save_json(data: dict, path: str | os.PathLike) -> None:
+    """Write a JSON file (used for the run's facts read by the model card)."""
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

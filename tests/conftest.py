@@ -1,0 +1,52 @@
+"""Shared fixtures: offline mode, the `../shared` data folder, a tiny ModernBERT."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CLINICAL_MODERNBERT_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def shared_path(relative: str) -> Path:
+    """A path under ../shared, or skip the test when that folder (or file) is absent (a fresh clone)."""
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"needs {path} (the project's ../shared data folder), absent here")
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedded_tokenizer():
+    from transformers import AutoTokenizer
+
+    from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
+
+    return AutoTokenizer.from_pretrained(EMBEDDED_TOKENIZER_DIR)
+
+
+def tiny_config(tokenizer, **overrides):
+    """A small ModernBertConfig (real architecture: RoPE, GeGLU, alternating local/global attention)."""
+    from transformers import ModernBertConfig
+
+    values = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        local_attention=16,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    values.update(overrides)
+    return ModernBertConfig(**values)

@@ -1,0 +1,164 @@
+"""The streaming corpus: mixture, held-out split, per-process shards, resume, and bad input."""
+
+import gzip
+import json
+import re
+
+import pytest
+
+from clinical_modernbert.configs import DataArguments, SourceConfig
+from clinical_modernbert.data.stream import STAT_FIELDS, PackedStream
+from clinical_modernbert.lexicon import Lexicon
+
+DOC_ID = re.compile(r"\bdoc(\d+)x\b")
+
+
+def write_jsonl(path, rows, compress=False):
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return str(path)
+
+
+def corpus(n, prefix="doc", start=0):
+    words = "the patient received aspirin for chest pain and was discharged home in stable condition".split()
+    return [{"text": f"{prefix}{i}x " + " ".join(words[: 3 + (i * 7) % len(words)]) * (1 + i % 5)}
+            for i in range(start, start + n)]
+
+
+def data_args(sources, **kw):
+    values = dict(max_seq_length=64, eval_fraction=0.2, max_eval_documents=1000)
+    values.update(kw)
+    return DataArguments(sources=sources, **values)
+
+
+def doc_ids(rows, tokenizer):
+    return [int(m) for row in rows for m in DOC_ID.findall(tokenizer.decode(row["input_ids"]))]
+
+
+def stats(rows):
+    total = {}
+    for row in rows:
+        for source, counts in enumerate(row["stream_stats"]):
+            acc = total.setdefault(source, [0] * len(STAT_FIELDS))
+            for k, v in enumerate(counts):
+                acc[k] += v
+    return {s: dict(zip(STAT_FIELDS, v)) for s, v in total.items()}
+
+
+@pytest.fixture
+def one_source(tmp_path):
+    return [{"name": "notes", "path": "json", "data_files": write_jsonl(tmp_path / "a.jsonl.gz", corpus(300), True)}]
+
+
+def test_held_out_documents_never_reach_training(one_source, embedded_tokenizer):
+    args = data_args(one_source)
+    train = doc_ids(PackedStream(args, embedded_tokenizer), embedded_tokenizer)
+    held = doc_ids(PackedStream(args, embedded_tokenizer, split="eval"), embedded_tokenizer)
+    assert not set(train) & set(held)
+    assert sorted(set(train) | set(held)) == list(range(300))
+    assert len(held) == len(set(held)) and 30 < len(held) < 90  # ~20% of 300 (binomial sd ~7)
+
+
+def test_rows_respect_length_and_documents_are_chunked_not_truncated(one_source, embedded_tokenizer):
+    args = data_args(one_source, eval_fraction=0.0, max_seq_length=32)
+    rows = list(PackedStream(args, embedded_tokenizer))
+    assert all(len(r["input_ids"]) <= 32 and sum(r["doc_lengths"]) == len(r["input_ids"]) for r in rows)
+    n_text_tokens = sum(len(t) for t in embedded_tokenizer([d["text"] for d in corpus(300)],
+                                                            add_special_tokens=False)["input_ids"])
+    n_special = sum(len(r["doc_lengths"]) for r in rows) * 2
+    assert sum(len(r["input_ids"]) for r in rows) == n_text_tokens + n_special
+
+
+def test_two_processes_read_disjoint_shards_covering_everything(one_source, embedded_tokenizer):
+    args = data_args(one_source, eval_fraction=0.0)
+    seen = [doc_ids(PackedStream(args, embedded_tokenizer, rank=r, world_size=2), embedded_tokenizer)
+            for r in (0, 1)]
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == list(range(300))
+
+
+def test_mixture_is_deterministic_and_follows_weights(tmp_path, embedded_tokenizer):
+    sources = [
+        {"name": "a", "path": "json", "data_files": write_jsonl(tmp_path / "a.jsonl", corpus(400)), "weight": 3.0},
+        {"name": "b", "path": "json", "data_files": write_jsonl(tmp_path / "b.jsonl", corpus(400, start=1000)),
+         "weight": 1.0},
+    ]
+    args = data_args(sources, eval_fraction=0.0)
+    first = list(PackedStream(args, embedded_tokenizer, seed=3))
+    assert first == list(PackedStream(args, embedded_tokenizer, seed=3))
+    assert first != list(PackedStream(args, embedded_tokenizer, seed=4))
+    # all_exhausted: the pass ends when "b" (drawn with p=1/4) has given its 400 documents; by then "a" has been
+    # drawn ~ NegativeBinomial(400, 1/4) times: mean 1200, sd sqrt(400 * 3/4) / (1/4) = 69. Allow 4 sd.
+    counts = stats(first)
+    assert counts[1]["documents"] == 400
+    assert abs(counts[0]["documents"] - 1200) < 4 * 69
+
+
+def test_bad_documents_are_skipped_and_counted(tmp_path, embedded_tokenizer, caplog):
+    path = tmp_path / "mixed.jsonl"
+    lines = [json.dumps({"text": "good aspirin note"}).encode(), json.dumps({"text": "   "}).encode(),
+             json.dumps({"text": None}).encode(), json.dumps({"text": 42}).encode(),
+             b'{"text": "bad \xff\xfe bytes"}', json.dumps({"text": ""}).encode()]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    args = data_args([{"name": "messy", "path": "json", "data_files": str(path)}], eval_fraction=0.0)
+    counts = stats(list(PackedStream(args, embedded_tokenizer)))[0]
+    assert counts["documents"] == 2 and counts["skipped_empty"] == 2
+    assert counts["skipped_non_string"] == 2 and counts["utf8_replaced"] == 1
+    assert "messy" in caplog.text
+
+
+def test_missing_text_field_names_source_and_columns(tmp_path, embedded_tokenizer):
+    path = write_jsonl(tmp_path / "x.jsonl", [{"body": "aspirin"}])
+    with pytest.raises(ValueError, match=r"Source 'x' has no column\(s\) \['text'\]; available columns: \['body'\]"):
+        PackedStream(data_args([{"name": "x", "path": "json", "data_files": path}]), embedded_tokenizer)
+
+
+def test_empty_source_is_named(tmp_path, embedded_tokenizer):
+    (tmp_path / "empty.jsonl").write_text("")
+    spec = [{"name": "empty", "path": "json", "data_files": str(tmp_path / "empty.jsonl")}]
+    with pytest.raises(ValueError, match="Source 'empty' yields no documents"):
+        PackedStream(data_args(spec), embedded_tokenizer)
+
+
+def test_mixture_weight_must_be_positive():
+    with pytest.raises(ValueError, match="weight must be > 0"):
+        SourceConfig(name="a", path="json", data_files="x", weight=0)
+
+
+def test_code_table_becomes_text(tmp_path, embedded_tokenizer):
+    table = tmp_path / "icd9.tsv"
+    table.write_text("code\tdescription\n250.00\tDiabetes mellitus without mention of complication\n")
+    spec = [{"name": "icd9", "path": "csv", "data_files": str(table), "delimiter": "\t",
+             "template": "ICD-9 code {code}: {description}"}]
+    rows = list(PackedStream(data_args(spec, eval_fraction=0.0), embedded_tokenizer))
+    assert embedded_tokenizer.decode(rows[0]["input_ids"], skip_special_tokens=True) == (
+        "ICD-9 code 250.00: Diabetes mellitus without mention of complication"
+    )
+
+
+def test_medical_flags_travel_with_tokens(tmp_path, embedded_tokenizer):
+    spec = [{"name": "n", "path": "json",
+             "data_files": write_jsonl(tmp_path / "n.jsonl", [{"text": "Started aspirin for atrial fibrillation."}])}]
+    lexicon = Lexicon(["aspirin", "atrial fibrillation"], match_codes=False)
+    row = next(iter(PackedStream(data_args(spec, eval_fraction=0.0), embedded_tokenizer, lexicon)))
+    tokens = embedded_tokenizer.convert_ids_to_tokens(row["input_ids"])
+    flagged = "".join(t if f else "|" for t, f in zip(tokens, row["medical_mask"]))
+    assert [p.replace("Ġ", " ").strip() for p in flagged.split("|") if p] == ["aspirin", "atrial fibrillation"]
+    assert row["medical_mask"].count(1) == 2
+
+
+def test_resumed_stream_continues_with_the_next_rows(one_source, embedded_tokenizer):
+    args = data_args(one_source, eval_fraction=0.0, max_seq_length=48)
+    uninterrupted = list(PackedStream(args, embedded_tokenizer, block_size=16))
+    stream = PackedStream(args, embedded_tokenizer, block_size=16)
+    consumed = []
+    for row in stream:
+        consumed.append(row)
+        if len(consumed) == 37:
+            break
+    state = json.loads(json.dumps(stream.state_dict(consumed[-1]["stream_position"])))  # survives JSON
+    resumed = PackedStream(args, embedded_tokenizer, block_size=16)
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "stream_stats"} for r in rows]  # noqa: E731
+    assert strip(consumed + rest) == strip(uninterrupted)
