@@ -91,8 +91,8 @@ class MLMTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training and "loss" in logs:
             schedule = getattr(self.data_collator, "schedule", None)
-            if schedule is not None:
-                logs["mlm_probability"] = round(schedule(self.state.global_step), 4)
+            if schedule is not None:  # the rate the last optimizer step trained with
+                logs["mlm_probability"] = round(schedule(self.state.global_step - 1), 4)
             counts = self.accelerator.reduce(self._mask_since_log.to(self.args.device), reduction="sum").cpu()
             self._mask_since_log.zero_()
             maskable, medical_maskable, masked, medical_masked = counts.tolist()

@@ -7,6 +7,7 @@ A row keeps the lengths of the documents it holds (`doc_lengths`); the collator 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 
@@ -93,8 +94,8 @@ class BestFitPacker:
 def row_to_example(row: list[Chunk]) -> dict:
     """A packed row as a training example: concatenated ids and flags, plus document lengths and sources."""
     return {
-        "input_ids": [t for c in row for t in c.input_ids],
-        "medical_mask": [f for c in row for f in c.medical_mask],
+        "input_ids": list(chain.from_iterable(c.input_ids for c in row)),
+        "medical_mask": list(chain.from_iterable(c.medical_mask for c in row)),
         "doc_lengths": [len(c) for c in row],
     }
 

@@ -27,7 +27,7 @@ STAT_FIELDS = ("documents", "tokens", "skipped_empty", "skipped_non_string", "ut
 
 def is_held_out(text: str, eval_fraction: float) -> bool:
     """Deterministic held-out choice by hash of the document text."""
-    return xxhash.xxh64_intdigest(text.encode("utf-8", "replace")) < eval_fraction * 2**64
+    return eval_fraction > 0 and xxhash.xxh64_intdigest(text.encode("utf-8", "replace")) < eval_fraction * 2**64
 
 
 class PackedStream(torch.utils.data.IterableDataset):
