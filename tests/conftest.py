@@ -7,7 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CLINICAL_MODERNBERT_SHARED", REPO_ROOT.parent / "shared"))
@@ -50,3 +50,35 @@ def tiny_config(tokenizer, **overrides):
     )
     values.update(overrides)
     return ModernBertConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised tiny ModernBertForMaskedLM with the embedded tokenizer, saved like a Hub checkpoint."""
+    import torch
+    from transformers import AutoTokenizer, ModernBertForMaskedLM
+
+    from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
+
+    path = tmp_path_factory.mktemp("tiny-modernbert")
+    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_TOKENIZER_DIR)
+    torch.manual_seed(0)
+    ModernBertForMaskedLM(tiny_config(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+SMOKE_CONFIG = REPO_ROOT / "recipes" / "configs" / "finetune_smoke.yaml"
+
+
+def run_finetune_recipe(args: list[str]) -> dict:
+    """`recipes/finetune.py` in-process (same parsing as the command line)."""
+    import importlib.util
+
+    from clinical_modernbert.finetuning import FinetuneArguments, FinetuneTrainingArguments
+    from clinical_modernbert.parsing import parse_recipe_args
+
+    spec = importlib.util.spec_from_file_location("finetune_recipe", REPO_ROOT / "recipes" / "finetune.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    return recipe.main(*parse_recipe_args([FinetuneArguments, FinetuneTrainingArguments], args=args))

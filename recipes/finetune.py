@@ -1,0 +1,35 @@
+"""Score a checkpoint on a downstream biomedical task: fine-tune once per seed, write mean ± std as JSON.
+
+    python recipes/finetune.py --config recipes/configs/finetune_bc5cdr.yaml --model_name_or_path <checkpoint>
+    python recipes/finetune.py --config recipes/configs/finetune_smoke.yaml --model_name_or_path <tiny checkpoint>
+"""
+
+import logging
+import sys
+
+import transformers
+
+from clinical_modernbert.finetuning import FinetuneArguments, FinetuneTrainingArguments, finetune, results_path
+from clinical_modernbert.parsing import parse_recipe_args
+from clinical_modernbert.trainer import save_json
+
+logger = logging.getLogger(__name__)
+
+
+def main(args, training_args):
+    results = finetune(args, training_args)
+    if training_args.process_index == 0:
+        path = results_path(args, training_args)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_json(results, path)
+        summary = ", ".join(f"{name} {m['mean']:.4f} ± {m['std']:.4f}" for name, m in results["metrics"].items())
+        logger.info("Save: %s on %s over %d seed(s): %s -> %s", results["task"], results["split"],
+                    len(results["seeds"]), summary, path)
+    return results
+
+
+if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    transformers.utils.logging.set_verbosity_warning()
+    main(*parse_recipe_args([FinetuneArguments, FinetuneTrainingArguments]))
