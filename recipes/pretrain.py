@@ -13,6 +13,8 @@ import transformers
 from transformers import set_seed
 
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
+from clinical_modernbert.evaluation import MLMTopKMetrics
+from clinical_modernbert.hub import check_repo_id, push_model_dir, resolve_token
 from clinical_modernbert.masking import MaskingScheduleCallback
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
@@ -31,12 +33,18 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded_default.yaml"
 
 
 def main(model_args, data_args, masking_args, training_args):
+    publish = training_args.push_to_hub
+    if publish:  # fail before training, not after it
+        check_repo_id(training_args.hub_model_id, "hub_model_id")
+        resolve_token()
+    training_args.push_to_hub = False  # the Trainer's own upload would bypass the allow-list (checkpoints, logs)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)
     lexicon = build_lexicon(masking_args)
     train_dataset, eval_dataset = build_datasets(data_args, tokenizer, lexicon, training_args)
     train_collator, eval_collator = build_collators(tokenizer, masking_args, training_args)
     model = load_model(model_args, tokenizer)
+    metrics = MLMTopKMetrics()
 
     trainer = MLMTrainer(
         model=model,
@@ -47,6 +55,8 @@ def main(model_args, data_args, masking_args, training_args):
         eval_data_collator=eval_collator,
         processing_class=tokenizer,
         callbacks=[MaskingScheduleCallback(train_collator)],
+        compute_metrics=metrics,
+        preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics,
     )
     logger.info("Train: %d steps, global batch %d rows of %d tokens", training_args.max_steps,
                 training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
@@ -71,6 +81,9 @@ def main(model_args, data_args, masking_args, training_args):
             "Load it with: AutoModelForMaskedLM.from_pretrained(%r) or pipeline('fill-mask', model=%r)",
             training_args.output_dir, training_args.output_dir,
         )
+        if publish:
+            push_model_dir(training_args.output_dir, training_args.hub_model_id,
+                           private=bool(training_args.hub_private_repo), revision=training_args.hub_revision)
 
 
 if __name__ == "__main__":

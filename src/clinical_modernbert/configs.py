@@ -145,6 +145,9 @@ class PretrainConfig(TrainingArguments):
 
     output_dir: str = field(default="outputs/clinical-modernbert-tiny", metadata={"help": "Where the run is saved."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "The collator selects the columns."})
+    batch_eval_metrics: bool = field(
+        default=True, metadata={"help": "Feed the top-k metric batch by batch, so evaluation memory stays flat."}
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Start fresh even if output_dir holds checkpoints (default: resume from the last one)."},

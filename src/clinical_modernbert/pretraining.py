@@ -11,6 +11,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from .data.stream import PackedStream
 from .lexicon import Lexicon
+from .evaluation import build_eval_collator
 from .masking import MaskingSchedule, MedicalMaskingCollator
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: 
 
 
 def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainConfig):
-    """The training collator (scheduled rate) and the evaluation collator (fixed rate and seed)."""
+    """The training collator (scheduled, weighted rate) and the evaluation collator (uniform fixed rate and seed)."""
     common = dict(
         tokenizer=tokenizer,
         medical_weight=masking_args.medical_weight,
@@ -71,8 +72,7 @@ def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainCon
         masking_args.mlm_probability_start, masking_args.mlm_probability_end, args.max_steps, masking_args.mlm_schedule
     )
     train = MedicalMaskingCollator(schedule=schedule, seed=args.seed, **common)
-    evaluation = MedicalMaskingCollator(mlm_probability=masking_args.eval_mlm_probability, seed=args.seed, **common)
-    return train, evaluation
+    return train, build_eval_collator(tokenizer, masking_args.eval_mlm_probability, args.seed)
 
 
 def resolve_checkpoint(args: PretrainConfig) -> str | None:

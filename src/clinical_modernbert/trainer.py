@@ -19,13 +19,15 @@ logger = logging.getLogger(__name__)
 
 MASK_STAT_FIELDS = ("maskable", "medical_maskable", "masked", "medical_masked")
 STREAM_STATE_FILE = "stream_state_rank{rank}.json"
+MEDICAL_MASK = "medical_mask"  # per-position 0/1 flags in the batches of MedicalMaskingCollator
 
 
 class MLMTrainer(Trainer):
     """A `Trainer` that understands the batches of `MedicalMaskingCollator` over a `PackedStream`.
 
     - pops `document_ids` and turns it into per-layer-type document masks (or flash varlen kwargs);
-    - evaluates with `eval_data_collator` (fixed masking rate and seed);
+    - evaluates with `eval_data_collator` (fixed masking rate and seed), handing `(labels, medical_mask)` to the
+      metrics (see `evaluation.MLMTopKMetrics`);
     - totals the per-source stream counters and masking counters, logs the masking shares;
     - saves the stream position with each checkpoint and restores it on resume.
     """
@@ -72,6 +74,7 @@ class MLMTrainer(Trainer):
         mask_stats = inputs.pop("mask_stats", None)
         position = inputs.pop("stream_position", None)
         document_ids = inputs.pop("document_ids", None)
+        inputs.pop(MEDICAL_MASK, None)  # evaluation hands it to the metrics in prediction_step
         if self.model.training:
             if stream_stats is not None:
                 self.stream_totals += stream_stats.cpu()
@@ -86,6 +89,14 @@ class MLMTrainer(Trainer):
             dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else torch.float32
             inputs.update(packed_attention_inputs(config, document_ids, dtype=dtype))
         return inputs
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # the medical flags travel as a second label tensor, so they are padded and gathered across processes alike
+        medical = inputs.pop(MEDICAL_MASK, None)
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if medical is None or labels is None:
+            return loss, logits, labels
+        return loss, logits, (labels, medical.to(labels.device))
 
     # -- logging ------------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

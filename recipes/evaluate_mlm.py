@@ -1,0 +1,65 @@
+"""Top-k masked-token accuracy and perplexity of a saved model, at a fixed 15% masking with a fixed seed.
+
+    python recipes/evaluate_mlm.py --config my_eval.yaml --model_name_or_path outputs/clinical-modernbert-tiny
+    accelerate launch recipes/evaluate_mlm.py --config my_eval.yaml --model_name_or_path answerdotai/ModernBERT-base
+
+The YAML holds `sources` (as in the pretraining configs) and optionally `split` (held_out | all), `max_seq_length`,
+`eval_fraction`, `lexicon_files`. Counted positions: every position with a label (masked, replaced or kept).
+With `--sparse_prediction true` the head runs on masked positions only: same numbers, far less memory per batch.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import transformers
+from accelerate import PartialState
+from transformers import set_seed
+
+from clinical_modernbert.configs import DataArguments, ModelArguments
+from clinical_modernbert.evaluation import (
+    EvaluationArguments,
+    build_eval_collator,
+    build_eval_dataset,
+    build_eval_lexicon,
+    evaluate_masked_lm,
+    evaluation_report,
+    format_table,
+    results_path,
+)
+from clinical_modernbert.modeling import load_model, load_tokenizer
+from clinical_modernbert.parsing import parse_recipe_args
+from clinical_modernbert.trainer import save_json
+
+logger = logging.getLogger(__name__)
+
+
+def main(model_args, data_args, eval_args):
+    if not model_args.model_name_or_path:
+        raise ValueError("recipes/evaluate_mlm.py needs --model_name_or_path: a saved model directory or a Hub id.")
+    set_seed(eval_args.seed)
+    output = results_path(model_args.model_name_or_path, eval_args.output_json)
+    tokenizer = load_tokenizer(model_args)
+    lexicon = build_eval_lexicon(eval_args)
+    dataset = build_eval_dataset(data_args, eval_args, tokenizer, lexicon)
+    collator = build_eval_collator(tokenizer, eval_args.mlm_probability, eval_args.seed)
+    model = load_model(model_args, tokenizer)
+
+    results, top_k = evaluate_masked_lm(
+        model, tokenizer, dataset, collator, eval_args, medical_breakdown=lexicon is not None,
+        output_dir=str(output.parent),
+    )
+    if not PartialState().is_main_process:
+        return
+    print(format_table(results, top_k))
+    report = evaluation_report(model_args.model_name_or_path, data_args, eval_args, dataset, collator, top_k, results)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_json(report, output)
+    logger.info("Save: results in %s", output)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    transformers.utils.logging.set_verbosity_warning()
+    main(*parse_recipe_args([ModelArguments, DataArguments, EvaluationArguments]))

@@ -1,0 +1,278 @@
+"""Masked-token evaluation: top-k accuracy and perplexity, inside `Trainer` and for `recipes/evaluate_mlm.py`.
+
+Counted positions: every position with a label, i.e. every token the collator selected for masking, whether its input
+became `[MASK]` (80%), a random token (10%) or stayed unchanged (10%). Special tokens and padding are never selected.
+Top-k accuracy and perplexity (exp of the mean cross-entropy) are computed over exactly those positions.
+
+Memory: `MLMTopKMetrics.preprocess_logits_for_metrics` turns each batch's logits into the top-k ids and the reference's
+negative log-likelihood per masked position; with `batch_eval_metrics=True` each batch is then handed to the `evaluate`
+module, which keeps one rank and one flag per position on disk. Peak memory is set by one batch, not by the data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import evaluate
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import EvalPrediction, TrainingArguments
+
+from .configs import DataArguments
+from .data.stream import PackedStream
+from .lexicon import Lexicon
+from .masking import MedicalMaskingCollator
+from .metrics import MLM_TOPK_ACCURACY
+from .trainer import MLMTrainer
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+RESULTS_FILE = "mlm_eval_results.json"
+SPLITS = ("held_out", "all")
+COUNTED_POSITIONS = (
+    "every position with a label: each token selected for masking, whether replaced by [MASK], replaced by a random "
+    "token, or kept unchanged; special tokens and padding are never selected"
+)
+
+
+@dataclass
+class EvaluationArguments:
+    """What `recipes/evaluate_mlm.py` measures and where it writes it (model: `ModelArguments`; text: `DataArguments`)."""
+
+    output_json: str | None = field(
+        default=None,
+        metadata={"help": f"Result file (default: {RESULTS_FILE} in the model directory, or here for a Hub id)."},
+    )
+    split: str = field(
+        default="held_out",
+        metadata={
+            "help": "held_out: the documents pretraining held out of `sources` (eval_fraction, max_eval_documents); "
+            "all: every document of `sources` (a separate evaluation set)."
+        },
+    )
+    mlm_probability: float = field(default=0.15, metadata={"help": "Fixed share of tokens masked (uniformly)."})
+    seed: int = field(default=42, metadata={"help": "Seed of the masking: same seed, same masked positions."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Rows per forward pass."})
+    top_k: list[int] | None = field(
+        default=None, metadata={"help": "The k of top-k accuracy (default: the metric's 1 5 10 25)."}
+    )
+    bf16: bool = field(default=False, metadata={"help": "Evaluate under bf16 autocast (GPU)."})
+    lexicon_files: list[str] = field(
+        default_factory=list, metadata={"help": "Term lists (one per line) for the medical/other breakdown."}
+    )
+    code_tables: list[str] = field(default_factory=list, metadata={"help": "Code tables (TSV/CSV, `code` column)."})
+    use_default_lexicon: bool = field(default=True, metadata={"help": "Include the embedded default lexicon."})
+
+    def __post_init__(self):
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if not 0 < self.mlm_probability < 1:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if self.per_device_eval_batch_size < 1:
+            raise ValueError(f"per_device_eval_batch_size must be >= 1, got {self.per_device_eval_batch_size}")
+
+
+def top_k_ids(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Ids of the `k` highest scores of each row, best first; equal scores rank by ascending id (a stable sort)."""
+    values, ids = scores.topk(k, dim=-1)
+    # topk orders ties arbitrarily: rows where a tie reaches into the top k are ranked again by a stable sort
+    tied = (values[:, 1:] == values[:, :-1]).any(-1) | ((scores >= values[:, -1:]).sum(-1) > k)
+    if tied.any():
+        ids[tied] = scores[tied].sort(dim=-1, descending=True, stable=True).indices[:, :k]
+    return ids
+
+
+class MLMTopKMetrics:
+    """`compute_metrics` and `preprocess_logits_for_metrics` of a `Trainer`: top-k accuracy and perplexity.
+
+    Use with `batch_eval_metrics=True` (flat memory). Labels that come as `(labels, medical_mask)` (see
+    `MLMTrainer`) add the medical/other breakdown unless `medical_breakdown` is False.
+    """
+
+    def __init__(self, top_k: list[int] | None = None, medical_breakdown: bool = True):
+        self.metric = evaluate.load(MLM_TOPK_ACCURACY, **({"top_k": top_k} if top_k else {}))
+        self.top_k = self.metric.top_k
+        self.medical_breakdown = medical_breakdown
+        self._nll_sum, self._count = 0.0, 0
+
+    def preprocess_logits_for_metrics(self, logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per masked position, the top-k ids and the reference's negative log-likelihood; never the logits.
+
+        Takes (batch, seq, vocab) logits, or the (masked positions, vocab) logits of ModernBERT's
+        `sparse_prediction`. Returns `(top_ids, nll)` shaped like the labels (plus k): -100 and 0 where not masked.
+        """
+        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+        labels = labels[0] if isinstance(labels, (tuple, list)) else labels
+        counted = labels != IGNORE_INDEX
+        scores = logits[counted] if logits.dim() == labels.dim() + 1 else logits
+        if scores.shape[0] != int(counted.sum()):
+            raise ValueError(
+                f"Logits of shape {tuple(logits.shape)} do not match labels of shape {tuple(labels.shape)} "
+                f"with {int(counted.sum())} masked positions."
+            )
+        k = self.top_k[-1]
+        if k > scores.shape[-1]:
+            raise ValueError(f"top_k={k} exceeds the vocabulary size {scores.shape[-1]}.")
+        scores = scores.float()
+        top = labels.new_full((*labels.shape, k), IGNORE_INDEX)
+        top[counted] = top_k_ids(scores, k)
+        nll = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+        nll[counted] = F.cross_entropy(scores, labels[counted], reduction="none")
+        return top, nll
+
+    def __call__(self, eval_pred: EvalPrediction, compute_result: bool = True) -> dict | None:
+        """Add a batch (or the whole evaluation); at `compute_result`, return accuracies and perplexity."""
+        top, nll = (_numpy(x) for x in eval_pred.predictions)
+        label_ids = eval_pred.label_ids
+        labels, medical = label_ids if isinstance(label_ids, (tuple, list)) else (label_ids, None)
+        labels = _numpy(labels).reshape(-1)
+        self.metric.add_batch(
+            predictions=top.reshape(len(labels), -1),
+            references=labels,
+            medical_flags=None if medical is None or not self.medical_breakdown else _numpy(medical).reshape(-1),
+        )
+        counted = labels != IGNORE_INDEX
+        self._nll_sum += float(nll.reshape(-1)[counted].sum(dtype=np.float64))
+        self._count += int(counted.sum())
+        if not compute_result:
+            return None
+        results = self.metric.compute()
+        if self._count:
+            results["perplexity"] = math.exp(self._nll_sum / self._count)
+        self._nll_sum, self._count = 0.0, 0
+        return {key: value for key, value in results.items() if value is not None}
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def build_eval_lexicon(eval_args: EvaluationArguments) -> Lexicon | None:
+    """The lexicon of the medical/other breakdown, or None (no breakdown) when no term list is asked for."""
+    if not (eval_args.use_default_lexicon or eval_args.lexicon_files or eval_args.code_tables):
+        logger.info("Data: no medical lexicon, so no medical/other breakdown")
+        return None
+    lexicon = Lexicon.from_files(
+        eval_args.lexicon_files, eval_args.code_tables, use_default=eval_args.use_default_lexicon
+    )
+    logger.info("Data: medical lexicon of %d terms", len(lexicon))
+    return lexicon
+
+
+def build_eval_dataset(data_args: DataArguments, eval_args: EvaluationArguments, tokenizer, lexicon) -> Dataset:
+    """Packed rows of the evaluation text: the held-out documents of the sources, or all of them."""
+    held_out = eval_args.split == "held_out"
+    if not held_out:
+        data_args = replace(data_args, eval_fraction=0.0)
+    stream = PackedStream(data_args, tokenizer, lexicon, split="eval" if held_out else "train", seed=eval_args.seed)
+    rows = [{key: row[key] for key in ("input_ids", "medical_mask", "doc_lengths")} for row in stream]
+    if not rows:
+        raise ValueError(
+            f"No evaluation text: no document of {[s.name for s in data_args.sources]} is held out "
+            f"(eval_fraction={data_args.eval_fraction}); use split: all to evaluate on every document."
+        )
+    dataset = Dataset.from_list(rows)
+    tokens = sum(len(ids) for ids in dataset["input_ids"])
+    logger.info("Data: %s split, %d rows of up to %d tokens, %d tokens", eval_args.split, len(rows),
+                data_args.max_seq_length, tokens)
+    return dataset
+
+
+def build_eval_collator(tokenizer, mlm_probability: float, seed: int) -> MedicalMaskingCollator:
+    """Uniform token-level masking at a fixed rate and seed, so that every token is equally likely to count.
+
+    Used by `recipes/evaluate_mlm.py` and by the pretraining run's own evaluation, so their numbers are comparable.
+    """
+    return MedicalMaskingCollator(
+        tokenizer=tokenizer,
+        mlm_probability=mlm_probability,
+        seed=seed,
+        medical_weight=1.0,
+        whole_term_masking=False,
+    )
+
+
+def evaluate_masked_lm(model, tokenizer, dataset: Dataset, collator, eval_args: EvaluationArguments,
+                       medical_breakdown: bool, output_dir: str) -> tuple[dict, list[int]]:
+    """Top-k accuracies, counts and perplexity of `model` on `dataset` masked by `collator`, and the k values."""
+    metrics = MLMTopKMetrics(eval_args.top_k, medical_breakdown=medical_breakdown)
+    args = TrainingArguments(
+        output_dir=output_dir,
+        per_device_eval_batch_size=eval_args.per_device_eval_batch_size,
+        batch_eval_metrics=True,
+        remove_unused_columns=False,
+        bf16=eval_args.bf16,
+        seed=eval_args.seed,
+        report_to="none",
+        dataloader_num_workers=0,
+    )
+    trainer = MLMTrainer(
+        model=model,
+        args=args,
+        eval_dataset=dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=metrics,
+        preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics,
+    )
+    logger.info("Eval: %d rows, %.0f%% of tokens masked (seed %d), top-k for k in %s", len(dataset),
+                100 * eval_args.mlm_probability, eval_args.seed, metrics.top_k)
+    results = trainer.evaluate()
+    # eval_loss is the Trainer's mean of per-batch losses (perplexity is weighted by position); the rest is bookkeeping
+    dropped = ("eval_loss", "eval_model_preparation_time", "epoch")
+    return {key.removeprefix("eval_"): value for key, value in results.items() if key not in dropped}, metrics.top_k
+
+
+def format_table(results: dict, top_k: list[int]) -> str:
+    """The original model card's table (Top-1 / Top-5 / ... in %), one row per token group, then perplexity."""
+    header = "| masked tokens | positions | " + " | ".join(f"Top-{k}" for k in top_k) + " |"
+    lines = [header, "|" + "---|" * (2 + len(top_k))]
+    for group, prefix in (("all", ""), ("medical", "medical_"), ("other", "other_")):
+        if f"{prefix}num_positions" not in results:
+            continue
+        cells = [f"{100 * results[f'{prefix}top_{k}']:.2f}" if f"{prefix}top_{k}" in results else "n/a" for k in top_k]
+        lines.append(f"| {group} | {results[f'{prefix}num_positions']} | " + " | ".join(cells) + " |")
+    if "perplexity" in results:
+        lines.append(f"\nPerplexity (same positions): {results['perplexity']:.2f}")
+    return "\n".join(lines)
+
+
+def results_path(model_name_or_path: str, output_json: str | None) -> Path:
+    """Where the result file goes: `output_json`, else inside a local model directory, else here."""
+    if output_json:
+        return Path(output_json)
+    model_dir = Path(model_name_or_path)
+    return (model_dir if model_dir.is_dir() else Path.cwd()) / RESULTS_FILE
+
+
+def evaluation_report(model_name_or_path: str, data_args: DataArguments, eval_args: EvaluationArguments,
+                      dataset: Dataset, collator, top_k: list[int], results: dict) -> dict:
+    """The result file the model card reads: what was measured, on what, how masked, and the numbers."""
+    return {
+        "model": model_name_or_path,
+        "data": {
+            "split": eval_args.split,
+            "sources": {
+                s.name: {"path": s.path, "data_files": s.data_files, "split": s.split} for s in data_args.sources
+            },
+            "eval_fraction": data_args.eval_fraction if eval_args.split == "held_out" else None,
+            "max_seq_length": data_args.max_seq_length,
+            "rows": len(dataset),
+            "tokens": sum(len(ids) for ids in dataset["input_ids"]),
+        },
+        "masking": {
+            "mlm_probability": eval_args.mlm_probability,
+            "seed": eval_args.seed,
+            "mask_replace_prob": collator.mask_replace_prob,
+            "random_replace_prob": collator.random_replace_prob,
+            "counted_positions": COUNTED_POSITIONS,
+        },
+        "top_k": top_k,
+        "metrics": results,
+    }

@@ -1,0 +1,244 @@
+"""Top-k evaluation inside the Trainer and `recipes/evaluate_mlm.py`, checked against direct computation on the logits."""
+
+import importlib.util
+import json
+import math
+import random
+import subprocess
+import sys
+
+import evaluate
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import EvalPrediction, ModernBertForMaskedLM, ModernBertModel
+
+from clinical_modernbert.attention import packed_attention_inputs
+from clinical_modernbert.configs import DataArguments, ModelArguments
+from clinical_modernbert.evaluation import (
+    EvaluationArguments,
+    MLMTopKMetrics,
+    build_eval_collator,
+    build_eval_dataset,
+    evaluate_masked_lm,
+    top_k_ids,
+)
+from clinical_modernbert.lexicon import Lexicon
+from clinical_modernbert.metrics import MLM_TOPK_ACCURACY
+from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
+
+from conftest import REPO_ROOT, tiny_config
+
+DRUGS = ["metformin", "warfarin", "aspirin", "insulin", "heparin"]
+DISEASES = ["atrial fibrillation", "diabetes mellitus", "heart failure", "pneumonia"]
+WORDS = "the patient was started on for and with a history of presented daily dose mg given after discharge".split()
+
+
+def documents(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+
+    def sentence():
+        words = [rng.choice(WORDS) for _ in range(rng.randint(4, 10))]
+        return " ".join([*words, rng.choice(DRUGS), "for", rng.choice(DISEASES)]) + "."
+
+    return [" ".join(sentence() for _ in range(rng.randint(1, 4))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_bpe_tokenizer(documents(300), vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("eval_data")
+    (folder / "eval.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in documents(60, seed=1)))
+    (folder / "lexicon.txt").write_text("\n".join(DRUGS + DISEASES) + "\n")
+    (folder / "empty.jsonl").write_text("")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("tiny_model")
+    torch.manual_seed(0)
+    ModernBertForMaskedLM(tiny_config(tokenizer, vocab_size=448)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def data_args(files, eval_fraction: float = 0.01, **source) -> DataArguments:
+    source = {"name": "notes", "path": "json", "data_files": str(files / "eval.jsonl"), **source}
+    return DataArguments(sources=[source], max_seq_length=64, eval_fraction=eval_fraction)
+
+
+def eval_args(files, **overrides) -> EvaluationArguments:
+    values = dict(split="all", lexicon_files=[str(files / "lexicon.txt")], use_default_lexicon=False, top_k=[1, 5, 25])
+    return EvaluationArguments(**{**values, **overrides})
+
+
+def test_top_k_ids_orders_ties_like_a_stable_sort():
+    scores = torch.randint(0, 4, (200, 15), generator=torch.Generator().manual_seed(0)).float()
+    for k in range(1, 16):
+        expected = [sorted(range(15), key=lambda v: (-row[v], v))[:k] for row in scores.tolist()]
+        assert top_k_ids(scores, k).tolist() == expected
+    continuous = torch.randn(50, 1000, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(top_k_ids(continuous, 5), continuous.sort(dim=-1, descending=True, stable=True).indices[:, :5])
+
+
+def random_batch(batch: int, seq: int, vocab: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, seq, vocab, generator=g)
+    labels = torch.randint(0, vocab, (batch, seq), generator=g)
+    labels[torch.rand(batch, seq, generator=g) > 0.3] = -100
+    medical = torch.randint(0, 2, (batch, seq), generator=g)
+    return logits, labels, medical
+
+
+def test_preprocess_keeps_top_ids_and_nll_of_masked_positions_dense_or_sparse():
+    metrics = MLMTopKMetrics([1, 3])
+    logits, labels, medical = random_batch(2, 9, 20, seed=0)
+    masked = labels != -100
+    top, nll = metrics.preprocess_logits_for_metrics(logits, labels)
+    sparse_top, sparse_nll = metrics.preprocess_logits_for_metrics(logits[masked], (labels, medical))
+    assert torch.equal(top, sparse_top) and torch.equal(nll, sparse_nll)
+    assert top.shape == (2, 9, 3) and (top[~masked] == -100).all() and (nll[~masked] == 0).all()
+    assert torch.equal(top[masked], top_k_ids(logits[masked], 3))
+    assert torch.allclose(nll[masked], F.cross_entropy(logits[masked], labels[masked], reduction="none"))
+
+
+def test_preprocess_rejects_k_beyond_vocabulary_and_mismatched_logits():
+    logits, labels, _ = random_batch(1, 6, 20, seed=1)
+    with pytest.raises(ValueError, match="top_k=25 exceeds the vocabulary size 20"):
+        MLMTopKMetrics([1, 25]).preprocess_logits_for_metrics(logits, labels)
+    labels = torch.arange(6)[None]  # six masked positions, but sparse logits for two
+    with pytest.raises(ValueError, match="do not match labels of shape \\(1, 6\\) with 6 masked positions"):
+        MLMTopKMetrics([1]).preprocess_logits_for_metrics(logits[0, :2], labels)
+
+
+def test_batched_compute_metrics_equal_one_pass_over_all_logits():
+    metrics = MLMTopKMetrics([1, 2, 5])
+    batches = [random_batch(2, seq, 30, seed) for seed, seq in enumerate((7, 11, 5))]
+    for _ in range(2):  # a second evaluation starts from zero
+        for i, (logits, labels, medical) in enumerate(batches):
+            predictions = metrics.preprocess_logits_for_metrics(logits, (labels, medical))
+            result = metrics(EvalPrediction(predictions, (labels, medical)), compute_result=i == len(batches) - 1)
+        scores = torch.cat([logits[labels != -100] for logits, labels, _ in batches])
+        references = torch.cat([labels[labels != -100] for _, labels, _ in batches])
+        flags = torch.cat([medical[labels != -100] for _, labels, medical in batches])
+        expected = evaluate.load(MLM_TOPK_ACCURACY, top_k=[1, 2, 5]).compute(
+            predictions=scores.numpy(), references=references.numpy(), medical_flags=flags.numpy()
+        )
+        expected["perplexity"] = math.exp(F.cross_entropy(scores, references).item())
+        assert result == pytest.approx(expected, rel=1e-6)
+
+
+def manual_evaluation(model, dataset, collator, batch_size: int, top_k) -> dict:
+    """The same masked batches, evaluated by hand: full logits, then the metric on the logits directly."""
+    scores, references, flags = [], [], []
+    for start in range(0, len(dataset), batch_size):
+        examples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        batch = collator(examples)
+        medical = torch.zeros_like(batch["input_ids"])
+        for row, example in enumerate(examples):
+            medical[row, : len(example["medical_mask"])] = torch.tensor(example["medical_mask"]) > 0
+        attention = packed_attention_inputs(model.config, batch["document_ids"])
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **attention).logits
+        masked = batch["labels"] != -100
+        scores.append(logits[masked])
+        references.append(batch["labels"][masked])
+        flags.append(medical[masked])
+    scores, references, flags = torch.cat(scores), torch.cat(references), torch.cat(flags)
+    result = evaluate.load(MLM_TOPK_ACCURACY, top_k=top_k).compute(
+        predictions=scores.numpy(), references=references.numpy(), medical_flags=flags.numpy()
+    )
+    result["perplexity"] = math.exp(F.cross_entropy(scores, references).item())
+    return result
+
+
+def test_trainer_evaluation_equals_direct_computation_dense_and_sparse(tokenizer, files, model_dir, tmp_path):
+    args = eval_args(files, per_device_eval_batch_size=3)
+    lexicon = Lexicon.from_files([str(files / "lexicon.txt")], use_default=False)
+    dataset = build_eval_dataset(data_args(files), args, tokenizer, lexicon)
+    model = ModernBertForMaskedLM.from_pretrained(model_dir).eval()
+    expected = manual_evaluation(model, dataset, build_eval_collator(tokenizer, args.mlm_probability, args.seed), 3, args.top_k)
+    assert expected["medical_num_positions"] > 20 and expected["other_num_positions"] > 20
+    for sparse in (False, True):
+        model.config.sparse_prediction = model.sparse_prediction = sparse
+        results, top_k = evaluate_masked_lm(
+            model, tokenizer, dataset, build_eval_collator(tokenizer, args.mlm_probability, args.seed), args, True, str(tmp_path)
+        )
+        assert top_k == [1, 5, 25]
+        assert {k: results[k] for k in expected} == pytest.approx(expected, rel=1e-5)
+    collator = build_eval_collator(tokenizer, args.mlm_probability, args.seed)
+    results, _ = evaluate_masked_lm(model, tokenizer, dataset, collator, args, False, str(tmp_path))
+    assert not any(key.startswith(("medical_", "other_")) for key in results)
+    assert results["top_5"] == pytest.approx(expected["top_5"], rel=1e-5)
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("evaluate_recipe", REPO_ROOT / "recipes" / "evaluate_mlm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("source", "split", "error", "message"),
+    [
+        ({"data_files": "missing.jsonl"}, "all", FileNotFoundError, "no file matches"),
+        ({"data_files": "empty.jsonl"}, "all", ValueError, "yields no documents"),
+        ({"text_field": "body"}, "all", ValueError, r"has no column\(s\) \['body'\]"),
+        ({}, "held_out", ValueError, "No evaluation text"),
+    ],
+)
+def test_recipe_rejects_bad_evaluation_data(files, model_dir, source, split, error, message):
+    if "data_files" in source:
+        source = {"data_files": str(files / source["data_files"])}
+    data = data_args(files, eval_fraction=0.0 if split == "held_out" else 0.01, **source)
+    with pytest.raises(error, match=message):
+        load_recipe().main(ModelArguments(model_name_or_path=str(model_dir)), data, eval_args(files, split=split))
+
+
+def test_recipe_rejects_model_without_mlm_head(tokenizer, files, tmp_path):
+    ModernBertModel(tiny_config(tokenizer, vocab_size=448)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="would newly initialise .*Is this a ModernBertForMaskedLM checkpoint"):
+        load_recipe().main(ModelArguments(model_name_or_path=str(tmp_path)), data_args(files), eval_args(files))
+    with pytest.raises(ValueError, match="needs --model_name_or_path"):
+        load_recipe().main(ModelArguments(), data_args(files), eval_args(files))
+
+
+def test_evaluation_arguments_reject_unknown_split():
+    with pytest.raises(ValueError, match="split must be one of"):
+        EvaluationArguments(split="test")
+
+
+@pytest.mark.slow
+def test_recipe_prints_the_table_and_writes_the_json(files, model_dir, tmp_path):
+    config = tmp_path / "eval.yaml"
+    config.write_text(
+        f"sources:\n  - name: notes\n    path: json\n    data_files: {files / 'eval.jsonl'}\n"
+        f"split: all\nmax_seq_length: 64\nlexicon_files: [{files / 'lexicon.txt'}]\nuse_default_lexicon: false\n"
+    )
+    output = tmp_path / "results.json"
+    run = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "recipes" / "evaluate_mlm.py"), "--config", str(config),
+         "--model_name_or_path", str(model_dir), "--output_json", str(output)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(output.read_text())
+    metrics, top_k = report["metrics"], report["top_k"]
+    assert top_k == [1, 5, 10, 25] and report["masking"]["mlm_probability"] == 0.15
+    assert report["data"]["rows"] > 0
+    assert metrics["num_positions"] == metrics["medical_num_positions"] + metrics["other_num_positions"]
+    assert metrics["perplexity"] > 1
+    assert "| masked tokens | positions | Top-1 | Top-5 | Top-10 | Top-25 |" in run.stdout
+    for group, prefix in (("all", ""), ("medical", "medical_"), ("other", "other_")):
+        accuracies = [metrics[f"{prefix}top_{k}"] for k in top_k]
+        assert accuracies == sorted(accuracies)
+        cells = " | ".join(f"{100 * a:.2f}" for a in accuracies)
+        assert f"| {group} | {metrics[f'{prefix}num_positions']} | {cells} |" in run.stdout
+    assert f"Perplexity (same positions): {metrics['perplexity']:.2f}" in run.stdout

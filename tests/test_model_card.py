@@ -1,0 +1,325 @@
+"""The generated model card: Hub metadata, each section's figures read from the run's files, the plot, bad input.
+
+`write_model_dir` (a saved tiny ModernBERT laid out as `recipes/pretrain.py` leaves it) is shared with test_hub.py and
+test_space.py.
+"""
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from transformers import AutoConfig, AutoTokenizer, ModernBertForMaskedLM
+
+from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
+from clinical_modernbert.model_card import (
+    HELD_OUT_FILE,
+    MLM_EVAL_FILE,
+    TEMPLATE_PATH,
+    VOCABULARY_FILE,
+    plot_training_curves,
+    read_run,
+    render_model_card,
+)
+from clinical_modernbert.pretraining import RUN_FACTS_FILE
+from conftest import REPO_ROOT, tiny_config
+
+REPO_ID = "test-org/clinical-modernbert-test"
+FAVOURED_IDS = list(range(1000, 1005))  # word pieces the decoder bias ranks far ahead of every other token
+
+
+def write_model_dir(path: Path, facts: dict | None = None) -> Path:
+    """A saved tiny ModernBERT (weights, config, tokenizer) plus `run_facts.json`.
+
+    Its decoder bias puts five tokens far ahead of the rest, so fill-mask rankings do not hinge on rounding.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_TOKENIZER_DIR)
+    torch.manual_seed(0)
+    model = ModernBertForMaskedLM(tiny_config(tokenizer))
+    with torch.no_grad():
+        model.decoder.bias[FAVOURED_IDS] = torch.tensor([12.0, 10.0, 8.0, 6.0, 4.0])
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / RUN_FACTS_FILE).write_text(json.dumps(facts or sample_run_facts()))
+    return path
+
+
+def sample_run_facts(**overrides) -> dict:
+    """`run_facts.json` with every documented key and values unlike any default."""
+    log = [
+        {"loss": 9.0 - 0.5 * s, "learning_rate": 7e-4, "mlm_probability": 0.3 - 0.03 * s,
+         "masked_fraction": 0.31 - 0.03 * s, "medical_share_masked": 0.35, "step": s}
+        for s in range(1, 6)
+    ] + [{"eval_loss": 6.5, "step": 5}]
+    facts = {
+        "base_model": "answerdotai/ModernBERT-base",
+        "from_scratch_config": None,
+        "steps": 5,
+        "global_batch_size": 24,
+        "max_seq_length": 128,
+        "packing": True,
+        "attn_implementation": "sdpa",
+        "precision": "bf16",
+        "learning_rate": 0.0007,
+        "source_weights": {"pubmed": 3.0, "notes": 1.0},
+        "source_paths": {"pubmed": "ncbi/pubmed", "notes": "json"},
+        "masking": {"schedule": "cosine", "mlm_probability_start": 0.3, "mlm_probability_end": 0.15,
+                    "eval_mlm_probability": 0.15, "medical_weight": 2.5, "whole_term_masking": True,
+                    "lexicon_terms": 8765},
+        "tokens_trained": 123457,
+        "sources": {
+            "pubmed": {"documents": 301, "tokens": 90001, "skipped_empty": 0, "skipped_non_string": 0,
+                       "utf8_replaced": 0},
+            "notes": {"documents": 77, "tokens": 30011, "skipped_empty": 2, "skipped_non_string": 0,
+                      "utf8_replaced": 1},
+        },
+        "masking_counts": {"maskable": 120000, "medical_maskable": 30000, "masked": 26000, "medical_masked": 9100},
+        "log_history": log,
+    }
+    return {**facts, **overrides}
+
+
+def sample_mlm_eval() -> dict:
+    """A result file as `recipes/evaluate_mlm.py` writes it."""
+    return {
+        "model": "outputs/x",
+        "data": {"split": "held_out", "sources": {"notes": {"path": "json", "data_files": "n.jsonl", "split": "train"}},
+                 "eval_fraction": 0.01, "max_seq_length": 128, "rows": 41, "tokens": 5099},
+        "masking": {"mlm_probability": 0.15, "seed": 42, "counted_positions": "every labelled position"},
+        "top_k": [1, 5, 10, 25],
+        "metrics": {
+            "top_1": 0.2113, "top_5": 0.3407, "top_10": 0.4051, "top_25": 0.4966, "num_positions": 751,
+            "medical_top_1": 0.1121, "medical_top_5": 0.2252, "medical_top_10": 0.3003, "medical_top_25": 0.4104,
+            "medical_num_positions": 333,
+            "other_top_1": 0.2907, "other_top_5": 0.4330, "other_top_10": 0.4889, "other_top_25": 0.5653,
+            "other_num_positions": 418,
+            "perplexity": 87.654,
+        },
+    }
+
+
+def sample_vocabulary_report() -> dict:
+    return {"mode": "extend", "tokens_added": 347, "vocab_size": {"before": 4096, "after": 4443},
+            "fertility": {"heldout_text": {"before": 1.456, "after": 1.321}, "drugs": {"before": 3.1, "after": 1.9}},
+            "single_token_share": {"drugs": {"before": 0.12, "after": 0.58}}}
+
+
+def sample_finetune_result() -> dict:
+    return {"task": "bc5cdr", "task_type": "ner", "split": "test", "num_examples": 4797, "checkpoint": "outputs/x",
+            "seeds": [1, 2, 3], "metrics": {"f1": {"mean": 0.8123, "std": 0.0042}}}
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory) -> Path:
+    return write_model_dir(tmp_path_factory.mktemp("saved"))
+
+
+@pytest.fixture
+def model_dir(saved_model, tmp_path) -> Path:
+    return Path(shutil.copytree(saved_model, tmp_path / "model"))
+
+
+def write(path: Path, data) -> None:
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def test_metadata_is_what_the_hub_expects(model_dir):
+    report = sample_mlm_eval()
+    write(model_dir / MLM_EVAL_FILE, report)
+    card = ModelCard(str(render_model_card(model_dir, REPO_ID, license="mit").card))  # parsed back as the Hub would
+    data = card.data
+    assert (data.pipeline_tag, data.license, data.language, data.library_name) == ("fill-mask", "mit", "en",
+                                                                                   "transformers")
+    assert data.base_model == "answerdotai/ModernBERT-base"
+    assert data.datasets == ["ncbi/pubmed"]  # the `json` builder of local files is no Hub dataset
+    assert data.model_name == REPO_ID.split("/")[1]
+    values = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert values == {**{f"top_{k}_accuracy": report["metrics"][f"top_{k}"] for k in report["top_k"]},
+                      "perplexity": report["metrics"]["perplexity"]}
+    assert {r.dataset_name for r in data.eval_results} == {"notes (held-out documents)"}
+
+
+def test_local_base_model_stays_out_of_metadata_and_lends_its_vocabulary_report(model_dir, tmp_path):
+    base = tmp_path / "extended-tokenizer-checkpoint"
+    base.mkdir()
+    write(base / VOCABULARY_FILE, sample_vocabulary_report())
+    write(model_dir / RUN_FACTS_FILE, sample_run_facts(base_model=str(base)))
+    card = render_model_card(model_dir, REPO_ID).card
+    assert card.data.base_model is None
+    assert "347 tokens were added to the tokenizer (4,096 → 4,443 tokens)" in card.text
+
+
+def test_sections_report_the_runs_own_figures(model_dir):
+    facts = sample_run_facts()
+    write(model_dir / HELD_OUT_FILE, {"eval_loss": 5.4321})
+    text = render_model_card(model_dir, REPO_ID).card.text
+    config = AutoConfig.from_pretrained(model_dir)
+    parameters = ModernBertForMaskedLM.from_pretrained(model_dir).num_parameters()
+    expected = [
+        f"| Parameters (stored weights) | {parameters:,} |",
+        f"{config.max_position_embeddings:,} tokens (position range of the architecture); trained on rows of 128",
+        (f"{config.layer_types.count('full_attention')} global layers, "
+         f"{config.layer_types.count('sliding_attention')} sliding-window layers of {config.local_attention} tokens"),
+        f"| Embedding rows (vocabulary, padded) | {config.vocab_size:,} |",
+        "| Tokens trained (non-padding, counted during training) | 123,457 |",
+        "| Optimizer steps | 5 |",
+        "| Global batch | 24 rows of 128 tokens, documents packed",
+        f"| Mean tokens per step | {123457 / 5:,.0f} |",
+        "| Held-out MLM loss at the end of training (15.0% masking) | 5.4321 |",
+        f"| pubmed | `ncbi/pubmed` | 75.0% | 301 | 90,001 | {pct(90001 / 120012)} |",
+        f"| notes | `json` | 25.0% | 77 | 30,011 | {pct(30011 / 120012)} |",
+        "| Masking-rate schedule | cosine, 30.0% → 15.0% of maskable tokens |",
+        "| Medical-token weight | 2.5 ×",
+        "| Medical lexicon | 8,765 terms",
+        f"| Realised masking rate over the run | {pct(26000 / 120000)} of maskable tokens |",
+        f"| Medical share of maskable tokens / of masked tokens | {pct(30000 / 120000)} / {pct(9100 / 26000)} |",
+        "![Training loss and masking rate over the training steps](training_curves.png)",
+        f'pipeline("fill-mask", model="{REPO_ID}")',
+        "The patient was started on [MASK] for atrial fibrillation.",
+        "protected health information (PHI)",
+    ]
+    for line in expected:
+        assert line in text, line
+    assert facts["base_model"] in text
+
+
+def test_absent_results_are_reported_as_not_measured(model_dir):
+    card = render_model_card(model_dir, REPO_ID).card
+    assert card.data.eval_results is None and "model-index" not in card.content
+    assert f"Masked-token prediction: not measured (no `{MLM_EVAL_FILE}`" in card.text
+    assert "Downstream tasks: not measured" in card.text
+    assert f"Not measured: no `{VOCABULARY_FILE}`" in card.text
+    assert "| Held-out MLM loss at the end of training (15.0% masking) | not measured |" in card.text
+
+
+def test_evaluation_vocabulary_and_downstream_sections(model_dir):
+    report, vocabulary, finetune = sample_mlm_eval(), sample_vocabulary_report(), sample_finetune_result()
+    write(model_dir / MLM_EVAL_FILE, report)
+    write(model_dir / VOCABULARY_FILE, vocabulary)
+    write(model_dir / "finetune_results_bc5cdr.json", finetune)
+    text = render_model_card(model_dir, REPO_ID).card.text
+    metrics = report["metrics"]
+    assert "Masked-token prediction on **notes (held-out documents)**: 41 rows, 5,099 tokens" in text
+    assert "perplexity 87.65 over the 751 counted positions" in text
+    assert "| Counted positions | 751 | 333 | 418 |" in text
+    for k in report["top_k"]:
+        row = " | ".join(pct(metrics[f"{p}top_{k}"]) for p in ("", "medical_", "other_"))
+        assert f"| Top-{k} | {row} |" in text
+    assert "| heldout text | 1.456 | 1.321 |" in text
+    assert "| drugs | 12.0% | 58.0% |" in text
+    assert "| bc5cdr | test | 4,797 | 3 | `outputs/x` | f1 | 0.8123 ± 0.0042 |" in text
+
+
+def test_template_holds_no_typed_figures():
+    """Outside Jinja expressions, code examples and the citation, the template has no digit at all."""
+    template = TEMPLATE_PATH.read_text()
+    static = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", "", template, flags=re.DOTALL)
+    static = re.sub(r"```.*?```", "", static, flags=re.DOTALL)
+    assert re.findall(r".*\d.*", static) == []
+
+
+def test_plot_is_drawn_from_the_log_history():
+    log = sample_run_facts()["log_history"]
+    image = matplotlib.image.imread(io.BytesIO(plot_training_curves(log)), format="png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    changed = [dict(entry, loss=entry["loss"] * 3) if "loss" in entry else entry for entry in log]
+    assert plot_training_curves(changed) != plot_training_curves(log)
+    with pytest.raises(ValueError, match="no training-loss entry"):
+        plot_training_curves([{"eval_loss": 1.0, "step": 1}])
+
+
+def corrupt(report: dict, path: str, value) -> dict:
+    *parents, key = path.split(".")
+    target = report
+    for parent in parents:
+        target = target[parent]
+    if value is KeyError:
+        del target[key]
+    else:
+        target[key] = value
+    return report
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("metrics", KeyError, "missing key 'metrics'"),
+        ("top_k", [5, 1], "'top_k' must be a non-empty increasing list"),
+        ("metrics.top_5", 1.5, r"metrics.top_5 must be a number in \[0, 1\], got 1.5"),
+        ("metrics.top_10", 0.1, r"top_k accuracies must not decrease as k grows"),
+        ("metrics.medical_top_25", KeyError, r"metrics.medical_top_25 must be a number"),
+        ("metrics.num_positions", 0, "'num_positions' must be a positive integer"),
+        ("metrics.perplexity", "low", "'perplexity' must be a number >= 1"),
+        ("masking.mlm_probability", 15, r"'mlm_probability' must be a number in \(0, 1\)"),
+        ("data.sources", {}, "data.sources must name the evaluated sources"),
+    ],
+)
+def test_malformed_evaluation_file_is_refused(model_dir, path, value, message):
+    write(model_dir / MLM_EVAL_FILE, corrupt(sample_mlm_eval(), path, value))
+    with pytest.raises(ValueError, match=message) as err:
+        render_model_card(model_dir, REPO_ID)
+    assert f"Malformed {model_dir / MLM_EVAL_FILE}" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        (MLM_EVAL_FILE, "{not json", "not valid JSON"),
+        (MLM_EVAL_FILE, "[1, 2]", "expected a JSON object, got list"),
+        (VOCABULARY_FILE, {"tokens_added": -1, "fertility": {"a": {"after": 1.2}}}, "'tokens_added' must be"),
+        (VOCABULARY_FILE, {"tokens_added": 3, "fertility": {"a": {"before": 1.2}}}, r"fertility.a must hold"),
+        ("finetune_results_ner.json", {"task": "ner", "split": "test", "checkpoint": "x", "metrics": {"f1": 0.8}},
+         "metrics.f1 must hold numbers 'mean' and 'std'"),
+        (RUN_FACTS_FILE, {"steps": 3}, r"missing key\(s\) \['base_model'"),
+        (RUN_FACTS_FILE, sample_run_facts(tokens_trained=-5), "'tokens_trained' must be a non-negative integer"),
+    ],
+)
+def test_malformed_input_files_are_refused(model_dir, file, content, message):
+    write(model_dir / file, content)
+    with pytest.raises(ValueError, match=message):
+        render_model_card(model_dir, REPO_ID)
+
+
+def test_missing_run_facts_or_weights_are_refused(model_dir):
+    (model_dir / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="No safetensors weights"):
+        read_run(model_dir)
+    (model_dir / RUN_FACTS_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="run_facts.json not found"):
+        read_run(model_dir)
+
+
+@pytest.mark.slow
+def test_card_of_a_real_pretraining_run(tmp_path):
+    """`recipes/pretrain.py` runs three steps; the card shows what its run_facts.json and eval_results.json hold."""
+    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_TOKENIZER_DIR)
+    tiny_config(tokenizer).to_json_file(tmp_path / "tiny.json")
+    out = tmp_path / "run"
+    command = [sys.executable, "recipes/pretrain.py", "--max_steps", "3", "--output_dir", str(out),
+               "--save_strategy", "no", "--logging_steps", "1", "--per_device_train_batch_size", "4",
+               "--max_seq_length", "64", "--max_eval_documents", "8", "--model_config", str(tmp_path / "tiny.json")]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    facts = json.loads((out / RUN_FACTS_FILE).read_text())
+    held_out = json.loads((out / HELD_OUT_FILE).read_text())["eval_loss"]
+    rendered = render_model_card(out, REPO_ID)
+    text = rendered.card.text
+    assert f"| Tokens trained (non-padding, counted during training) | {facts['tokens_trained']:,} |" in text
+    assert f"| Optimizer steps | {facts['steps']} |" in text
+    assert f"| Medical lexicon | {facts['masking']['lexicon_terms']:,} terms" in text
+    assert f"| Held-out MLM loss at the end of training (15.0% masking) | {held_out:.4f} |" in text
+    for name, counts in facts["sources"].items():
+        assert f"| {name} | `{facts['source_paths'][name]}` |" in text and f"| {counts['tokens']:,} |" in text
+    assert "trained from scratch" in text and rendered.card.data.base_model is None
+    assert rendered.plot_png.startswith(b"\x89PNG")
