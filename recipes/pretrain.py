@@ -14,7 +14,7 @@ from transformers import set_seed
 
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from clinical_modernbert.evaluation import MLMTopKMetrics
-from clinical_modernbert.hub import check_repo_id, push_model_dir, resolve_token
+from clinical_modernbert.hub import claim_push_to_hub, push_model_dir
 from clinical_modernbert.masking import MaskingScheduleCallback
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
@@ -23,6 +23,8 @@ from clinical_modernbert.pretraining import (
     build_collators,
     build_datasets,
     build_lexicon,
+    carry_vocabulary_report,
+    log_realised_mixture,
     resolve_checkpoint,
     run_facts,
 )
@@ -33,11 +35,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded_default.yaml"
 
 
 def main(model_args, data_args, masking_args, training_args):
-    publish = training_args.push_to_hub
-    if publish:  # fail before training, not after it
-        check_repo_id(training_args.hub_model_id, "hub_model_id")
-        resolve_token()
-    training_args.push_to_hub = False  # the Trainer's own upload would bypass the allow-list (checkpoints, logs)
+    publish = claim_push_to_hub(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)
     lexicon = build_lexicon(masking_args)
@@ -67,15 +65,17 @@ def main(model_args, data_args, masking_args, training_args):
     if eval_dataset is not None:
         logger.info("Eval: %d held-out rows at a fixed %.0f%% masking", len(eval_dataset),
                     100 * masking_args.eval_mlm_probability)
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
 
     facts = run_facts(trainer, model_args, data_args, masking_args, lexicon)
+    log_realised_mixture(facts)
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
     if trainer.is_world_process_zero():
         save_json(facts, Path(training_args.output_dir) / RUN_FACTS_FILE)
+        carry_vocabulary_report(model_args, training_args.output_dir)
         logger.info("Save: model, tokenizer and run facts in %s", training_args.output_dir)
         logger.info(
             "Load it with: AutoModelForMaskedLM.from_pretrained(%r) or pipeline('fill-mask', model=%r)",

@@ -226,3 +226,21 @@ print(json.dumps({{
         assert result == {"model": "ModernBertModel", "same_logits": True,
                           "vocab": len(AutoTokenizer.from_pretrained(model_dir)), "pipeline_tag": "fill-mask",
                           "top_1": [sample_mlm_eval()["metrics"]["top_1"]]}
+
+
+@pytest.mark.slow
+def test_pretraining_push_to_hub_uses_the_allow_list(tmp_path):
+    """`recipes/pretrain.py --push_to_hub`: one commit of allow-listed files; checkpoints and logs stay local."""
+    out = tmp_path / "run"
+    with HubServer(token=TOKEN) as hub:
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+        env.update(HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, HF_HOME=str(tmp_path / "hf_home"), HF_DATASETS_OFFLINE="1")
+        command = [sys.executable, "recipes/pretrain.py", "--output_dir", str(out), "--max_steps", "2",
+                   "--per_device_train_batch_size", "2", "--max_seq_length", "64", "--max_eval_documents", "4",
+                   "--save_steps", "2", "--logging_steps", "1", "--push_to_hub", "true", "--hub_model_id", REPO_ID]
+        run = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert (out / "checkpoint-2").is_dir()
+        assert set(hub.files(REPO_ID)) == PUBLISHED
+        assert len(hub.commits(REPO_ID)) == 2
+        assert TOKEN not in run.stdout + run.stderr

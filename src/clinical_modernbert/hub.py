@@ -231,3 +231,17 @@ def _publish(plan: UploadPlan, private: bool, revision: str | None, dry_run: boo
         print(f"Dry run: nothing is uploaded.\n{plan.describe()}\n\n--- README.md ---\n{plan.readme}")
         return None
     return push(plan, private=private, revision=revision)
+
+
+def claim_push_to_hub(args) -> bool:
+    """Take `--push_to_hub` away from the Trainer (its own upload would bypass the allow-list: checkpoints, logs).
+
+    Checks the repo id and the token now, so a run fails before training rather than after it. Returns whether
+    to push with `push_model_dir` at the end.
+    """
+    if not args.push_to_hub:
+        return False
+    check_repo_id(args.hub_model_id, "hub_model_id")
+    resolve_token()
+    args.push_to_hub = False
+    return True

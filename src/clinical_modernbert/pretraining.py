@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from datasets import Dataset
@@ -13,6 +14,7 @@ from .data.stream import PackedStream
 from .lexicon import Lexicon
 from .evaluation import build_eval_collator
 from .masking import MaskingSchedule, MedicalMaskingCollator
+from .vocabulary import REPORT_FILE as VOCABULARY_REPORT_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +122,23 @@ def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, mas
         **trainer.corpus_facts(),
         "log_history": trainer.state.log_history,
     }
+
+
+def carry_vocabulary_report(model_args: ModelArguments, output_dir: str) -> None:
+    """Copy the warm-start checkpoint's vocabulary report (recipes/extend_tokenizer.py) next to the new model."""
+    for source in (model_args.model_name_or_path, model_args.tokenizer_name_or_path):
+        report = Path(source or "") / VOCABULARY_REPORT_FILE
+        if source and report.is_file():
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            shutil.copy(report, Path(output_dir) / VOCABULARY_REPORT_FILE)
+            return
+
+
+def log_realised_mixture(facts: dict) -> None:
+    """One log line per source: documents and tokens the run actually read (the card reports the same)."""
+    total = sum(s["tokens"] for s in facts["sources"].values()) or 1
+    for name, counts in facts["sources"].items():
+        skipped = counts["skipped_empty"] + counts["skipped_non_string"]
+        logger.info("Data: %s gave %d documents, %d tokens (%.1f%%), %d skipped, %d with replaced bytes",
+                    name, counts["documents"], counts["tokens"], 100 * counts["tokens"] / total, skipped,
+                    counts["utf8_replaced"])
