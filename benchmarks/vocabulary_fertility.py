@@ -24,7 +24,7 @@ import transformers
 from transformers import AutoTokenizer
 
 from clinical_modernbert.configs import SourceConfig
-from clinical_modernbert.lexicon import _read_terms as read_terms
+from clinical_modernbert.lexicon import read_terms
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
 from clinical_modernbert.vocabulary import extend_tokenizer, fertility_report, mine_candidates, read_corpus

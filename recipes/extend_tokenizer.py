@@ -19,7 +19,7 @@ from pathlib import Path
 import transformers
 
 from clinical_modernbert.configs import ModelArguments
-from clinical_modernbert.lexicon import _read_terms as read_terms
+from clinical_modernbert.lexicon import read_terms
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.tokenizer_training import train_bpe_tokenizer

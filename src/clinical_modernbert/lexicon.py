@@ -1,8 +1,17 @@
 """Medical lexicon: term lists and code patterns, matched on word boundaries, turned into per-token flags.
 
 Flags per token: 0 = not medical, 1 = first token of a medical term, 2 = continuation of the same term. They are
-computed once in the data stream (from the fast tokenizer's offsets) and travel with each example, so the collator
-stays vectorised.
+computed once in the data stream and travel with each example, so the collator stays vectorised.
+
+Matching rules:
+- terms match case-insensitively on word boundaries; punctuation and spaces are equivalent ("crohn's disease" matches
+  "Crohn's disease" and "crohn s disease"); leftmost-longest: the longest match wins, matches never overlap;
+- English function words ("and", "the", "with": general spell-check lists contain them) and terms without a letter
+  are not terms;
+- codes (the built-in ICD-9-CM / ICD-10-CM / CPT patterns, and the codes of user code tables) count only within
+  `CODE_WINDOW` characters after a coding keyword ("ICD-10 code E11.9", "Diagnosis: 250.00"): a bare number is
+  ambiguous ("430 patients", "100.5 mg"). Code-description lines should therefore name the coding system, as the
+  recipe's templates do ("ICD-9 code {code}: {description}").
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from pathlib import Path
 
 import ahocorasick
@@ -18,84 +28,165 @@ from .assets import LEXICON_DIR
 
 DEFAULT_CATEGORIES = ("drugs", "diseases", "procedures", "anatomy", "abbreviations")
 
-# ICD-9-CM (250.00, V58.61, E849.7), ICD-10-CM (E11.9, I48.91, U07.1; dotted), CPT (5 digits) after a code keyword.
+# ICD-9-CM (250.00, V58.61, E849.7), ICD-10-CM (E11.9, I48.91, U07.1), CPT (5 characters after "CPT ").
 CODE_PATTERNS = {
     "icd9": r"\b(?:\d{3}\.\d{1,2}|V\d{2}(?:\.\d{1,2})?|E\d{3}(?:\.\d)?)\b",
     "icd10": r"\b[A-TV-Z]\d[0-9AB](?:\.[0-9A-Z]{1,4})?\b",
     "cpt": r"(?<=CPT )\d{4}[0-9A-Z]\b",
 }
-# A code token alone is ambiguous ("100.5 mg"); code patterns only count next to a coding-system keyword.
-CODE_CONTEXT = re.compile(r"\b(?:ICD|ICD-9|ICD-10|ICD-9-CM|ICD-10-CM|CPT|code|codes|diagnosis|dx)\b", re.IGNORECASE)
-WORD_CHAR = re.compile(r"\w")
+CODE_KEYWORDS = ("icd", "icd-9", "icd-10", "icd-9-cm", "icd-10-cm", "cpt", "hcpcs", "code", "codes", "diagnosis",
+                 "diagnoses", "dx")
+CODE_WINDOW = 128
+_LONGEST_CODE = 8
+STOPWORDS = frozenset({
+    "a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as", "at", "be",
+    "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do",
+    "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he",
+    "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its",
+    "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once",
+    "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some",
+    "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this",
+    "those", "through", "to", "too", "under", "until", "up", "us", "very", "was", "we", "were", "what", "when",
+    "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself",
+    "yourselves",
+})
+
+_TERM, _CODE, _KEYWORD = 1, 2, 4
+_ASCII_BOUNDARIES = str.maketrans({chr(c): " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")})
+_NON_WORD = re.compile(r"\W")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def normalize(text: str) -> str:
+    """Lower-case `text` and turn every non-word character into a space, keeping its length (and offsets)."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few characters lower-case to two ("İ")
+        lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    return lowered.translate(_ASCII_BOUNDARIES) if lowered.isascii() else _NON_WORD.sub(" ", lowered)
 
 
 class Lexicon:
-    """A set of medical terms (case-insensitive, whole words) plus medical code patterns."""
+    """Medical terms (case-insensitive, whole words) plus medical codes found after a coding keyword.
 
-    def __init__(self, terms: Iterable[str], match_codes: bool = True):
-        self.terms = sorted({t.strip().lower() for t in terms if t.strip()})
-        if not self.terms:
-            raise ValueError("The medical lexicon is empty.")
+    `terms`: words or phrases; `codes`: code strings from code tables (e.g. `250.00`, `E11.9`); `match_codes`: also
+    find codes (the built-in patterns and `codes`) in coding context. All matching is one Aho-Corasick pass.
+    """
+
+    def __init__(self, terms: Iterable[str], codes: Iterable[str] = (), match_codes: bool = True):
+        codes = list(codes)
+        if codes and not match_codes:
+            raise ValueError("Code tables were given but match_codes=False.")
         self._automaton = ahocorasick.Automaton()
-        for term in self.terms:
-            self._automaton.add_word(term, len(term))
-        self._automaton.make_automaton()
+        self.n_terms = self._add(terms, _TERM, lambda key: _LETTER.search(key) and key not in STOPWORDS)
+        self.n_codes = self._add(codes, _CODE, bool)
+        if not self.n_terms + self.n_codes:
+            raise ValueError("The medical lexicon is empty (no term with a letter that is not a function word).")
         self.code_regex = re.compile("|".join(CODE_PATTERNS.values())) if match_codes else None
+        if match_codes:
+            self._add(CODE_KEYWORDS, _KEYWORD, bool)
+        self._automaton.make_automaton()
+
+    def _add(self, entries: Iterable[str], kind: int, keep) -> int:
+        added = 0
+        for entry in entries:
+            key = normalize(entry).strip()
+            if not keep(key):
+                continue
+            padded = f" {key} "  # value: padded length << 3 | kind bits (a key may be a term and a keyword)
+            value = self._automaton.get(padded, len(padded) << 3)
+            added += not value & kind
+            self._automaton.add_word(padded, value | kind)
+        return added
 
     def __len__(self) -> int:
-        return len(self.terms)
+        return self.n_terms + self.n_codes
 
     @classmethod
     def from_files(
         cls, term_files: Sequence[str] = (), code_tables: Sequence[str] = (), use_default: bool = True
-    ) -> "Lexicon":
+    ) -> Lexicon:
         """The embedded lexicon (optional) plus user term lists (one per line) and code tables (TSV/CSV, `code`)."""
         terms: list[str] = []
         paths = [LEXICON_DIR / f"{c}.txt" for c in DEFAULT_CATEGORIES] if use_default else []
         for path in [*paths, *map(Path, term_files)]:
-            terms.extend(_read_terms(path))
-        for path in map(Path, code_tables):
-            terms.extend(_read_codes(path))
-        return cls(terms)
+            terms.extend(read_terms(path))
+        codes = [code for path in map(Path, code_tables) for code in _read_codes(path)]
+        return cls(terms, codes)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
-        """Character spans of medical terms and codes in `text`, longest match first, not overlapping."""
-        lowered = text.lower()
-        found = []
-        for end, length in self._automaton.iter(lowered):
-            start = end - length + 1
-            if (start == 0 or not WORD_CHAR.match(lowered[start - 1])) and (
-                end + 1 == len(lowered) or not WORD_CHAR.match(lowered[end + 1])
-            ):
-                found.append((start, end + 1))
-        if self.code_regex is not None and CODE_CONTEXT.search(text):
-            found.extend(m.span() for m in self.code_regex.finditer(text))
-        found.sort(key=lambda s: (s[0], -s[1]))
-        spans, last_end = [], -1
-        for start, end in found:
-            if start >= last_end:
-                spans.append((start, end))
-                last_end = end
-        return spans
+        """Character spans `[start, end)` of medical terms and codes in `text`: leftmost-longest, never overlapping."""
+        matches, keyword_ends = [], []
+        # The automaton holds " key " and runs over " text ", so every match is bounded by non-word characters; a
+        # match ending at `end` of padded length n covers text[end - n + 1 : end - 1]. Matches come in order of end.
+        for end, value in self._automaton.iter(f" {normalize(text)} "):
+            start = end - (value >> 3) + 1
+            if value & _TERM or (value & _CODE and keyword_ends and 0 <= start - keyword_ends[-1] <= CODE_WINDOW):
+                matches.append((start, end - 1))
+            if value & _KEYWORD:
+                keyword_ends.append(end - 1)
+        if keyword_ends and self.code_regex is not None:
+            codes = list(self._pattern_codes(text, keyword_ends))
+            if codes:
+                matches = sorted(matches + codes, key=itemgetter(1))
+        return _leftmost_longest(matches)
 
-    def token_flags(self, texts: Sequence[str], offsets: Sequence[Sequence[tuple[int, int]]]) -> list[list[int]]:
-        """Per-token flags (0 other, 1 term start, 2 term continuation) from fast-tokenizer offsets."""
-        return [_flags_for(self.spans(text), offs) for text, offs in zip(texts, offsets)]
+    def _pattern_codes(self, text: str, keyword_ends: list[int]):
+        """Code-pattern matches starting within `CODE_WINDOW` characters after a keyword (windows merged)."""
+        windows: list[list[int]] = []
+        for end in keyword_ends:
+            if windows and end <= windows[-1][1]:
+                windows[-1][1] = end + CODE_WINDOW
+            else:
+                windows.append([end, end + CODE_WINDOW])
+        for begin, last_start in windows:
+            for match in self.code_regex.finditer(text, begin, last_start + _LONGEST_CODE + 1):
+                if match.start() <= last_start:
+                    yield match.span()
+
+    def tokenize(self, tokenizer, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """Token ids of `texts` (no special tokens) and their flags (0 other, 1 term start, 2 term continuation).
+
+        Needs a fast tokenizer: its encodings map characters to tokens, so no offset mapping (costly to return) is
+        asked for. A token is flagged when it holds a character of a term.
+        """
+        if not getattr(tokenizer, "is_fast", False):
+            name = type(tokenizer).__name__
+            raise TypeError(f"Medical flags need a fast tokenizer (character-to-token map); got {name}")
+        encoded = tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)
+        flags = [_flags_for(self.spans(text), encoding) for text, encoding in zip(texts, encoded.encodings)]
+        return encoded["input_ids"], flags
 
 
-def _flags_for(spans: list[tuple[int, int]], offsets: Sequence[tuple[int, int]]) -> list[int]:
-    flags = [0] * len(offsets)
-    s, previous = 0, -1
-    for i, (start, end) in enumerate(offsets):
-        while s < len(spans) and spans[s][1] <= start:
-            s += 1
-        if s < len(spans) and end > start and end > spans[s][0]:
-            flags[i] = 2 if previous == s else 1
-            previous = s
+def _leftmost_longest(matches: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Of spans in order of end: the longest at the leftmost start, then the same after it (one pass, no sort).
+
+    A span replaces the kept spans it contains unless it overlaps the kept span before them, which starts earlier.
+    """
+    kept: list[tuple[int, int]] = []
+    for start, end in matches:
+        k = len(kept)
+        while k and kept[k - 1][0] >= start:
+            k -= 1
+        if not k or kept[k - 1][1] <= start:
+            del kept[k:]
+            kept.append((start, end))
+    return kept
+
+
+def _flags_for(spans: list[tuple[int, int]], encoding) -> list[int]:
+    flags, char_to_token = [0] * len(encoding), encoding.char_to_token
+    for start, stop in spans:
+        first, last = char_to_token(start), char_to_token(stop - 1)
+        if first is None or last is None:
+            continue
+        if not flags[first]:  # else the token also holds the previous term: the two terms merge
+            flags[first] = 1
+        if last > first:
+            flags[first + 1 : last + 1] = [2] * (last - first)
     return flags
 
 
-def _read_terms(path: Path) -> list[str]:
+def read_terms(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"Lexicon file not found: {path}")
     terms = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
@@ -114,7 +205,7 @@ def _read_codes(path: Path) -> list[str]:
         reader = csv.DictReader(f, delimiter="\t" if "\t" in sample else ",")
         if reader.fieldnames is None or "code" not in reader.fieldnames:
             raise ValueError(f"Code table {path} needs a `code` column; found {reader.fieldnames}")
-        codes = [row["code"] for row in reader if row["code"]]
+        codes = [row["code"].strip() for row in reader if row["code"] and row["code"].strip()]
     if not codes:
         raise ValueError(f"Code table is empty: {path}")
     return codes

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 
+import numpy as np
 import torch
+import xxhash
 from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
 from .data.packing import document_tensors
@@ -14,9 +19,19 @@ from .data.packing import document_tensors
 SCHEDULES = ("linear", "cosine", "constant")
 
 
+def check_probability(name: str, value: float) -> float:
+    """`value` as a float, or a ValueError naming `name` unless 0 < value < 1."""
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {value}")
+    return float(value)
+
+
 @dataclass
 class MaskingSchedule:
-    """Masking rate p(step) from `start` to `end` over `total_steps` optimizer steps."""
+    """Masking rate p(step) from `start` to `end` over `total_steps` optimizer steps, step counted from 0.
+
+    The first step (0) masks at `start` and the last one (`total_steps - 1`) at exactly `end`.
+    """
 
     start: float = 0.30
     end: float = 0.15
@@ -24,16 +39,14 @@ class MaskingSchedule:
     kind: str = "linear"
 
     def __post_init__(self):
-        for name in ("start", "end"):
-            value = getattr(self, name)
-            if not 0 < value < 1:
-                raise ValueError(f"mlm_probability_{name} must be in (0, 1), got {value}")
+        self.start = check_probability("mlm_probability_start", self.start)
+        self.end = check_probability("mlm_probability_end", self.end)
         if self.kind not in SCHEDULES:
             raise ValueError(f"mlm_schedule must be one of {SCHEDULES}, got {self.kind!r}")
         self.total_steps = max(int(self.total_steps), 1)
 
     def __call__(self, step: int) -> float:
-        progress = min(max(step / self.total_steps, 0.0), 1.0)
+        progress = min(max(step / max(self.total_steps - 1, 1), 0.0), 1.0)
         if self.kind == "constant":
             return self.start
         if self.kind == "cosine":
@@ -46,11 +59,24 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
     """Pads packed rows and masks them at the scheduled rate, medical tokens weighted by `medical_weight`.
 
     Examples hold `input_ids`, optional `medical_mask` (0 other, 1 term start, 2 term continuation) and optional
-    `doc_lengths` (packed documents). The batch holds `input_ids`, `labels`, `attention_mask`, and for packed rows
-    `position_ids` and `document_ids`, plus counters (`mask_stats`, `stream_stats`) that `MLMTrainer` pops.
+    `doc_lengths` (packed documents). The batch holds `input_ids`, `labels` (-100 where not masked),
+    `attention_mask`, `medical_mask` (0/1 per position), for packed rows `position_ids` and `document_ids`, plus
+    counters (`mask_stats`: maskable, medical maskable, masked, medical masked tokens; `stream_stats`) that
+    `MLMTrainer` pops.
 
-    The current optimizer step lives in shared memory (`step`), set by `MaskingScheduleCallback`, so collator copies
-    in dataloader worker processes follow the schedule.
+    Masking samples units: a medical term with `whole_term_masking` (all its tokens or none), a word with
+    `whole_word_masking`, else a token. Special tokens and padding are never masked. Unit u of n_u tokens and weight
+    w_u (`medical_weight` if it starts with a medical token, else 1) is masked with probability q_u = min(1, c·w_u),
+    c solved per sequence (water-filling) so that sum_u q_u·n_u = p·N, N the sequence's maskable tokens: the expected
+    masked fraction is the rate p whatever the weights, which only choose *which* tokens are masked. Masked tokens
+    then become `[MASK]` / a random token / stay unchanged with `mask_replace_prob` / `random_replace_prob` / the rest.
+
+    The rate p is `schedule(step)` where `step`, the optimizer step, lives in shared memory set by
+    `MaskingScheduleCallback`, so collator copies in dataloader workers (fork or spawn) follow it. Batches are
+    collated ahead of their step, so a batch is masked at the rate of up to k batches earlier: k = 1 without workers
+    (accelerate's loader looks one batch ahead), at most `prefetch_factor * num_workers` (+1) with workers (measured
+    0-4 batches with 2 workers x 2). Without a schedule (evaluation) the rate is `mlm_probability` and, with a `seed`,
+    the masks are a function of (seed, batch) only: the same batch is masked the same way at every evaluation.
     """
 
     schedule: MaskingSchedule | None = None
@@ -60,81 +86,175 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
     step: object = field(default=None, repr=False)
 
     def __post_init__(self):
+        if not self.mlm:
+            raise ValueError("MedicalMaskingCollator does masked language modeling only (mlm=True).")
+        if self.return_tensors != "pt":
+            raise ValueError(
+                f"MedicalMaskingCollator returns PyTorch tensors only, got return_tensors={self.return_tensors!r}"
+            )
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError(f"The tokenizer {self.tokenizer.name_or_path!r} has no pad token, needed to pad batches.")
+        if self.tokenizer.mask_token_id is None:
+            raise ValueError(
+                f"The tokenizer ({type(self.tokenizer).__name__}, {self.tokenizer.name_or_path!r}) has no mask token: "
+                "masked language modeling needs one (e.g. [MASK])."
+            )
+        if not (self.medical_weight > 0 and math.isfinite(self.medical_weight)):
+            raise ValueError(f"medical_weight must be a positive number, got {self.medical_weight}")
         if self.schedule is not None:
             self.mlm_probability = self.schedule.start
+        self.mlm_probability = check_probability("mlm_probability", self.mlm_probability)
+        if self.whole_word_mask:  # the parent's flag: honoured by our vectorised whole-word units, which keep 80/10/10
+            self.whole_word_masking, self.whole_word_mask = True, False
         super().__post_init__()
-        if not self.medical_weight > 0:
-            raise ValueError(f"medical_weight must be > 0, got {self.medical_weight}")
         if self.step is None:
-            self.step = mp.Value("l", 0, lock=False)
+            self.step = mp.Value("q", 0, lock=False)
+        self._vocab_size = len(self.tokenizer)
+        self._special = torch.zeros(self._vocab_size, dtype=torch.bool)
+        self._special[self.tokenizer.all_special_ids] = True
+        if self.whole_word_masking:
+            self._continues_word, self._ends_in_punctuation = _word_tables(self.tokenizer)
 
     @property
     def current_probability(self) -> float:
+        """The masking rate of the next batch."""
         return self.schedule(self.step.value) if self.schedule is not None else self.mlm_probability
 
-    def torch_call(self, examples: list[dict]) -> dict:
-        input_ids = [torch.as_tensor(e["input_ids"], dtype=torch.long) for e in examples]
-        seq_len = max(len(x) for x in input_ids)
+    def torch_call(self, examples: list) -> dict:
+        """Pad the examples (dicts, or plain lists of ids) into a masked batch."""
+        rows = [e if isinstance(e, Mapping) else {"input_ids": e} for e in examples]
+        lengths = torch.tensor([len(r["input_ids"]) for r in rows])
+        seq_len = int(lengths.max())
         if self.pad_to_multiple_of:
             seq_len = -(-seq_len // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        batch_ids = torch.full((len(examples), seq_len), self.tokenizer.pad_token_id, dtype=torch.long)
-        medical = torch.zeros((len(examples), seq_len), dtype=torch.long)
-        attention_mask = torch.zeros((len(examples), seq_len), dtype=torch.long)
-        for b, (ids, example) in enumerate(zip(input_ids, examples)):
-            batch_ids[b, : len(ids)] = ids
-            attention_mask[b, : len(ids)] = 1
-            if "medical_mask" in example:
-                medical[b, : len(ids)] = torch.as_tensor(example["medical_mask"], dtype=torch.long)
-        batch = {"attention_mask": attention_mask}
-        if "doc_lengths" in examples[0]:
-            batch["document_ids"], batch["position_ids"] = document_tensors(
-                [e["doc_lengths"] for e in examples], seq_len
-            )
-        if "stream_stats" in examples[0]:
-            batch["stream_stats"] = torch.tensor([e["stream_stats"] for e in examples], dtype=torch.long).sum(0)
-        if "stream_position" in examples[0]:
-            batch["stream_position"] = torch.tensor([e["stream_position"] for e in examples], dtype=torch.long)
+        present = torch.arange(seq_len) < lengths[:, None]
+        batch_ids = torch.full(present.shape, self.tokenizer.pad_token_id, dtype=torch.long)
+        total = int(lengths.sum())
+        batch_ids[present] = _concatenated([r["input_ids"] for r in rows], total)
+        medical = torch.zeros_like(batch_ids)
+        if "medical_mask" in rows[0]:
+            medical[present] = _concatenated([r["medical_mask"] for r in rows], total)
+        batch = {"attention_mask": present.long()}
+        if "doc_lengths" in rows[0]:
+            batch["document_ids"], batch["position_ids"] = document_tensors([r["doc_lengths"] for r in rows], seq_len)
+        if "stream_stats" in rows[0]:
+            batch["stream_stats"] = torch.tensor([r["stream_stats"] for r in rows], dtype=torch.long).sum(0)
+        if "stream_position" in rows[0]:
+            batch["stream_position"] = torch.tensor([r["stream_position"] for r in rows], dtype=torch.long)
         batch["input_ids"], batch["labels"], batch["mask_stats"] = self.mask_tokens(batch_ids, medical)
+        batch["medical_mask"] = (medical > 0).long()
         return batch
 
+    def _generator_for(self, input_ids: torch.Tensor) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        if self.schedule is None:
+            return torch.Generator().manual_seed(xxhash.xxh64_intdigest(input_ids.numpy().tobytes(), seed=self.seed))
+        if not isinstance(self.generator, torch.Generator) or self._generator_pid != os.getpid():
+            self.create_rng("pt")  # the parent's: seed + worker id in dataloader workers
+        return self.generator
+
     def mask_tokens(self, input_ids: torch.Tensor, medical: torch.Tensor):
-        """Mask `input_ids` at the current rate; returns (inputs, labels, mask_stats)."""
-        if self.seed is not None and (self.generator is None or self._generator_pid != mp.current_process().pid):
-            self.create_rng("pt")
-        special = self._special_tokens(input_ids)
-        probability = torch.full(input_ids.shape, self.current_probability)
-        probability.masked_fill_(special, 0.0)
-        masked = torch.bernoulli(probability, generator=self.generator).bool()
-        labels = input_ids.clone()
-        labels[~masked] = -100
-        inputs = self._replace(input_ids.clone(), masked)
-        is_medical = (medical > 0) & ~special
-        stats = torch.stack(
-            [(~special).sum(), is_medical.sum(), masked.sum(), (masked & is_medical).sum()]
-        ).long()
+        """Mask `input_ids` (B, L) at the current rate, `medical` (B, L) its 0/1/2 flags.
+
+        Returns (inputs, labels, mask_stats).
+        """
+        if int(input_ids.min()) < 0 or int(input_ids.max()) >= self._vocab_size:
+            raise ValueError(f"input_ids outside the tokenizer's vocabulary of {self._vocab_size} tokens")
+        generator = self._generator_for(input_ids)
+        maskable = ~self._special[input_ids]
+        is_medical = (medical > 0) & maskable
+        starts = maskable & ~(self._continues_unit(input_ids, medical) & _previous(maskable, False))
+        unit = torch.cumsum(starts.reshape(-1), 0) - 1  # unit of every token; -1 before the first unit
+        unit_row = starts.nonzero(as_tuple=True)[0]
+        unit_size = torch.bincount(unit[maskable.reshape(-1)], minlength=len(unit_row))
+        unit_weight = torch.where(is_medical[starts], float(self.medical_weight), 1.0)
+        target = self.current_probability * maskable.sum(1, dtype=torch.float64)
+        q = unit_probabilities(unit_size, unit_weight, unit_row, target)
+        chosen = torch.rand(len(q), generator=generator, dtype=torch.float64) < q
+        chosen = torch.cat([chosen, chosen.new_zeros(1)])  # index -1: no unit
+        masked = chosen[unit].reshape(input_ids.shape) & maskable
+
+        labels = torch.where(masked, input_ids, -100)
+        inputs = input_ids.clone()
+        where = masked.nonzero(as_tuple=True)
+        draw = torch.rand(len(where[0]), generator=generator)
+        replaced = draw < self.mask_replace_prob
+        randomized = ~replaced & (draw < self.mask_replace_prob + self.random_replace_prob)
+        inputs[where[0][replaced], where[1][replaced]] = self.tokenizer.mask_token_id
+        inputs[where[0][randomized], where[1][randomized]] = torch.randint(
+            self._vocab_size, (int(randomized.sum()),), generator=generator
+        )
+        stats = torch.stack([maskable.sum(), is_medical.sum(), masked.sum(), (masked & is_medical).sum()]).long()
         return inputs, labels, stats
 
-    def _special_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
-        special_ids = torch.tensor(self.tokenizer.all_special_ids, dtype=torch.long)
-        return torch.isin(input_ids, special_ids)
+    def _continues_unit(self, input_ids: torch.Tensor, medical: torch.Tensor) -> torch.Tensor:
+        """True where a token belongs to the unit of the token before it (if that one is maskable)."""
+        continues = torch.zeros_like(input_ids, dtype=torch.bool)
+        if self.whole_word_masking:
+            continues |= self._continues_word[input_ids] & ~_previous(self._ends_in_punctuation[input_ids], True)
+        if self.whole_term_masking:
+            continues = (continues & (medical != 1)) | (medical == 2)
+        return continues
 
-    def _replace(self, inputs: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """80/10/10 replacement (configurable) as in the parent collator."""
-        g = self.generator
-        replaced = torch.bernoulli(torch.full(inputs.shape, self.mask_replace_prob), generator=g).bool() & masked
-        inputs[replaced] = self.tokenizer.mask_token_id
-        remaining = 1 - self.mask_replace_prob
-        if self.random_replace_prob == 0 or remaining == 0:
-            return inputs
-        random_prob = torch.full(inputs.shape, self.random_replace_prob / remaining)
-        randomized = torch.bernoulli(random_prob, generator=g).bool() & masked & ~replaced
-        words = torch.randint(len(self.tokenizer), inputs.shape, dtype=torch.long, generator=g)
-        inputs[randomized] = words[randomized]
-        return inputs
+
+def unit_probabilities(
+    size: torch.Tensor, weight: torch.Tensor, row: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """Per-unit masking probabilities q_u = min(1, c_row·w_u) with sum_u q_u·n_u = target[row] (water-filling).
+
+    `size` (n_u), `weight` (w_u) and `row` are per unit; `target` is per row (p·N). Units whose weight would push
+    q above 1 are capped at 1 and the excess goes to the others: c only grows as units cap, so the loop ends after at
+    most one pass per distinct weight, plus one.
+    """
+    size, weight = size.to(torch.float64), weight.to(torch.float64)
+    capped = torch.zeros_like(weight, dtype=torch.bool)
+    while True:
+        free_mass = torch.zeros_like(target).index_add_(0, row, torch.where(capped, 0.0, weight * size))
+        capped_tokens = torch.zeros_like(target).index_add_(0, row, torch.where(capped, size, 0.0))
+        c = ((target - capped_tokens).clamp(min=0) / free_mass.clamp(min=1e-12))[row]
+        now_capped = capped | (c * weight >= 1)
+        if torch.equal(now_capped, capped):
+            break
+        capped = now_capped
+    return torch.where(capped, 1.0, (c * weight).clamp(max=1.0))
+
+
+def _concatenated(sequences: list, total: int) -> torch.Tensor:
+    """Rows of `total` ids (lists, arrays or tensors) as one flat long tensor, converted in one call."""
+    if isinstance(sequences[0], torch.Tensor):
+        return torch.cat(sequences).long()
+    return torch.from_numpy(np.fromiter(chain.from_iterable(sequences), np.int64, count=total))
+
+
+def _previous(values: torch.Tensor, first: bool) -> torch.Tensor:
+    """`values` shifted right by one position along the sequence; `first` fills position 0."""
+    return torch.cat([torch.full_like(values[:, :1], first), values[:, :-1]], dim=1)
+
+
+def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Over the vocabulary: does a token continue the word before it, does it end in punctuation.
+
+    A token starting with whitespace or punctuation starts a word; so does the token after one ending in punctuation
+    (e.g. "non", "-", "small" are three units).
+    """
+    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], clean_up_tokenization_spaces=False)
+    continues = [bool(p) and not (p[0].isspace() or _is_punctuation(p[0])) for p in pieces]
+    ends = [bool(p) and _is_punctuation(p[-1]) for p in pieces]
+    return torch.tensor(continues, dtype=torch.bool), torch.tensor(ends, dtype=torch.bool)
+
+
+def _is_punctuation(char: str) -> bool:
+    # U+FFFD: a piece of a multi-byte character (byte-level BPE), part of a word.
+    return not (char.isalnum() or char.isspace() or char == "\ufffd")
 
 
 class MaskingScheduleCallback(TrainerCallback):
-    """Publishes the optimizer step to the collator (and its worker copies) before each step."""
+    """Publishes the optimizer step to the collator (and its worker copies): at the start, and after every step.
+
+    After, not before: `Trainer` fetches a step's batches before `on_step_begin`. On resume `on_train_begin` sees the
+    restored `global_step`, so the schedule continues where it stopped.
+    """
 
     def __init__(self, collator: MedicalMaskingCollator):
         self.collator = collator
@@ -142,5 +262,5 @@ class MaskingScheduleCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.collator.step.value = state.global_step
 
-    def on_step_begin(self, args, state, control, **kwargs):
+    def on_step_end(self, args, state, control, **kwargs):
         self.collator.step.value = state.global_step

@@ -13,7 +13,7 @@ from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainCo
 from .data.stream import PackedStream
 from .lexicon import Lexicon
 from .evaluation import build_eval_collator
-from .masking import MaskingSchedule, MedicalMaskingCollator
+from .masking import MaskingSchedule, MedicalMaskingCollator, check_probability
 from .vocabulary import REPORT_FILE as VOCABULARY_REPORT_FILE
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainCon
         masking_args.mlm_probability_start, masking_args.mlm_probability_end, args.max_steps, masking_args.mlm_schedule
     )
     train = MedicalMaskingCollator(schedule=schedule, seed=args.seed, **common)
-    return train, build_eval_collator(tokenizer, masking_args.eval_mlm_probability, args.seed)
+    eval_probability = check_probability("eval_mlm_probability", masking_args.eval_mlm_probability)
+    return train, build_eval_collator(tokenizer, eval_probability, args.seed)
 
 
 def resolve_checkpoint(args: PretrainConfig) -> str | None:

@@ -102,12 +102,16 @@ def row_to_example(row: list[Chunk]) -> dict:
 
 def document_tensors(doc_lengths: list[list[int]], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token document index (padding = -1) and position ids restarting at 0 in each document."""
+    lengths = torch.tensor([n for row in doc_lengths for n in row], dtype=torch.long)
+    docs_per_row = torch.tensor([len(row) for row in doc_lengths], dtype=torch.long)
+    row_of_doc = torch.repeat_interleave(torch.arange(len(doc_lengths)), docs_per_row)
+    first_doc = torch.cumsum(docs_per_row, 0) - docs_per_row  # index of each row's first document
+    doc_start = torch.cumsum(lengths, 0) - lengths  # with the batch's documents laid end to end
+    row_start = doc_start[first_doc[row_of_doc]]  # per document: where its row starts
+    token_doc = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    token_row, column = row_of_doc[token_doc], torch.arange(len(token_doc)) - row_start[token_doc]
     document_ids = torch.full((len(doc_lengths), seq_len), -1, dtype=torch.long)
     position_ids = torch.zeros((len(doc_lengths), seq_len), dtype=torch.long)
-    for b, lengths in enumerate(doc_lengths):
-        lengths_t = torch.as_tensor(lengths, dtype=torch.long)
-        n = int(lengths_t.sum())
-        document_ids[b, :n] = torch.repeat_interleave(torch.arange(len(lengths)), lengths_t)
-        starts = torch.repeat_interleave(torch.cumsum(lengths_t, 0) - lengths_t, lengths_t)
-        position_ids[b, :n] = torch.arange(n) - starts
+    document_ids[token_row, column] = (torch.arange(len(lengths)) - first_doc[row_of_doc])[token_doc]
+    position_ids[token_row, column] = column - (doc_start - row_start)[token_doc]
     return document_ids, position_ids

@@ -164,18 +164,13 @@ class PackedStream(torch.utils.data.IterableDataset):
         if not block:
             return
         texts = [text for text, _ in block]
-        encoded = self.tokenizer(
-            texts,
-            add_special_tokens=False,
-            return_offsets_mapping=self.lexicon is not None,
-            return_attention_mask=False,
-        )
         if self.lexicon is not None:
-            flags = self.lexicon.token_flags(texts, encoded["offset_mapping"])
+            all_ids, flags = self.lexicon.tokenize(self.tokenizer, texts)
         else:
-            flags = [[0] * len(ids) for ids in encoded["input_ids"]]
+            all_ids = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+            flags = [[0] * len(ids) for ids in all_ids]
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        for (_, source), ids, doc_flags in zip(block, encoded["input_ids"], flags):
+        for (_, source), ids, doc_flags in zip(block, all_ids, flags):
             counts = stats[source]
             counts[STAT_FIELDS.index("documents")] += 1
             for chunk in chunk_document(ids, doc_flags, source, self.data_args.max_seq_length, cls_id, sep_id):
