@@ -27,6 +27,7 @@ from clinical_modernbert.pretraining import (
     log_realised_mixture,
     resolve_checkpoint,
     run_facts,
+    set_cpu_threads,
 )
 from clinical_modernbert.trainer import MLMTrainer, save_json
 
@@ -36,6 +37,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded_default.yaml"
 
 def main(model_args, data_args, masking_args, training_args):
     publish = claim_push_to_hub(training_args)
+    set_cpu_threads(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)
     lexicon = build_lexicon(masking_args)

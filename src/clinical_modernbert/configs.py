@@ -153,6 +153,12 @@ class PretrainConfig(TrainingArguments):
         metadata={"help": "Start fresh even if output_dir holds checkpoints (default: resume from the last one)."},
     )
 
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={"help": "torch threads per process on the CPU (default: cores / processes; `accelerate launch` "
+                  "otherwise leaves 1)."},
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if self.max_steps <= 0:

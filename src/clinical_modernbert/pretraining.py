@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
+import torch
 from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -76,6 +78,13 @@ def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainCon
     train = MedicalMaskingCollator(schedule=schedule, seed=args.seed, **common)
     eval_probability = check_probability("eval_mlm_probability", masking_args.eval_mlm_probability)
     return train, build_eval_collator(tokenizer, eval_probability, args.seed)
+
+
+def set_cpu_threads(args: PretrainConfig) -> None:
+    """On the CPU, use the cores: `accelerate launch` sets OMP_NUM_THREADS=1 unless told otherwise."""
+    if args.device.type == "cpu":
+        torch.set_num_threads(args.cpu_threads or max(1, (os.cpu_count() or 1) // args.world_size))
+        logger.info("Train: %d CPU threads per process", torch.get_num_threads())
 
 
 def resolve_checkpoint(args: PretrainConfig) -> str | None:
