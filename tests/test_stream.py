@@ -160,5 +160,18 @@ def test_resumed_stream_continues_with_the_next_rows(one_source, embedded_tokeni
     resumed = PackedStream(args, embedded_tokenizer, block_size=16)
     resumed.load_state_dict(state)
     rest = list(resumed)
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "stream_stats"} for r in rows]  # noqa: E731
-    assert strip(consumed + rest) == strip(uninterrupted)
+    assert consumed + rest == uninterrupted  # rows, positions and counters (none counted twice)
+
+
+def test_resume_after_the_stream_wrapped_continues_in_its_epoch(one_source, embedded_tokenizer):
+    args = data_args(one_source, eval_fraction=0.0, max_seq_length=48)
+    stream = PackedStream(args, embedded_tokenizer, block_size=16, seed=5)
+    list(stream)  # epoch 0
+    stream.set_epoch(1)
+    epoch_1 = list(stream)
+    stream.set_epoch(1)
+    consumed = [row for _, row in zip(range(20), stream)]
+    resumed = PackedStream(args, embedded_tokenizer, block_size=16, seed=5)
+    resumed.load_state_dict(stream.state_dict(consumed[-1]["stream_position"]))
+    resumed.set_epoch(0)  # what a resumed Trainer does: it counts a stream's epochs from 0 again
+    assert consumed + list(resumed) == epoch_1

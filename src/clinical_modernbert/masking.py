@@ -71,11 +71,12 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
     masked fraction is the rate p whatever the weights, which only choose *which* tokens are masked. Masked tokens
     then become `[MASK]` / a random token / stay unchanged with `mask_replace_prob` / `random_replace_prob` / the rest.
 
-    The rate p is `schedule(step)` where `step`, the optimizer step, lives in shared memory set by
-    `MaskingScheduleCallback`, so collator copies in dataloader workers (fork or spawn) follow it. Batches are
-    collated ahead of their step, so a batch is masked at the rate of up to k batches earlier: k = 1 without workers
-    (accelerate's loader looks one batch ahead), at most `prefetch_factor * num_workers` (+1) with workers (measured
-    0-4 batches with 2 workers x 2). Without a schedule (evaluation) the rate is `mlm_probability` and, with a `seed`,
+    The rate p is `schedule(batches // accumulation)`: `batches` counts the training batches collated so far, in
+    shared memory (collator copies in dataloader workers count together), and `MaskingScheduleCallback` sets
+    `accumulation` (gradient accumulation steps) and, on resume, `batches = global_step * accumulation`. Without
+    workers every micro-batch is masked at exactly the rate of the optimizer step it trains in, whatever the
+    loader's look-ahead; with workers, batches collated ahead by the prefetch run up to `prefetch_factor *
+    num_workers` batches early. Without a schedule (evaluation) the rate is `mlm_probability` and, with a `seed`,
     the masks are a function of (seed, batch) only: the same batch is masked the same way at every evaluation.
     """
 
@@ -83,7 +84,8 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
     medical_weight: float = 3.0
     whole_term_masking: bool = True
     whole_word_masking: bool = False
-    step: object = field(default=None, repr=False)
+    accumulation: int = 1
+    batches: object = field(default=None, repr=False)
 
     def __post_init__(self):
         if not self.mlm:
@@ -107,8 +109,8 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
         if self.whole_word_mask:  # the parent's flag: honoured by our vectorised whole-word units, which keep 80/10/10
             self.whole_word_masking, self.whole_word_mask = True, False
         super().__post_init__()
-        if self.step is None:
-            self.step = mp.Value("q", 0, lock=False)
+        if self.batches is None:
+            self.batches = mp.Value("q", 0)
         self._vocab_size = len(self.tokenizer)
         self._special = torch.zeros(self._vocab_size, dtype=torch.bool)
         self._special[self.tokenizer.all_special_ids] = True
@@ -118,7 +120,18 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
     @property
     def current_probability(self) -> float:
         """The masking rate of the next batch."""
-        return self.schedule(self.step.value) if self.schedule is not None else self.mlm_probability
+        if self.schedule is None:
+            return self.mlm_probability
+        return self.schedule(self.batches.value // self.accumulation)
+
+    def _claim_rate(self) -> float:
+        """The rate of this batch; counts it (atomically: worker processes share the counter)."""
+        if self.schedule is None:
+            return self.mlm_probability
+        with self.batches.get_lock():
+            index = self.batches.value
+            self.batches.value += 1
+        return self.schedule(index // self.accumulation)
 
     def torch_call(self, examples: list) -> dict:
         """Pad the examples (dicts, or plain lists of ids) into a masked batch."""
@@ -141,7 +154,9 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
             batch["stream_stats"] = torch.tensor([r["stream_stats"] for r in rows], dtype=torch.long).sum(0)
         if "stream_position" in rows[0]:
             batch["stream_position"] = torch.tensor([r["stream_position"] for r in rows], dtype=torch.long)
-        batch["input_ids"], batch["labels"], batch["mask_stats"] = self.mask_tokens(batch_ids, medical)
+        batch["input_ids"], batch["labels"], batch["mask_stats"] = self.mask_tokens(
+            batch_ids, medical, self._claim_rate()
+        )
         batch["medical_mask"] = (medical > 0).long()
         return batch
 
@@ -154,8 +169,8 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
             self.create_rng("pt")  # the parent's: seed + worker id in dataloader workers
         return self.generator
 
-    def mask_tokens(self, input_ids: torch.Tensor, medical: torch.Tensor):
-        """Mask `input_ids` (B, L) at the current rate, `medical` (B, L) its 0/1/2 flags.
+    def mask_tokens(self, input_ids: torch.Tensor, medical: torch.Tensor, rate: float | None = None):
+        """Mask `input_ids` (B, L) at `rate` (default: the current rate), `medical` (B, L) its 0/1/2 flags.
 
         Returns (inputs, labels, mask_stats).
         """
@@ -169,7 +184,8 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
         unit_row = starts.nonzero(as_tuple=True)[0]
         unit_size = torch.bincount(unit[maskable.reshape(-1)], minlength=len(unit_row))
         unit_weight = torch.where(is_medical[starts], float(self.medical_weight), 1.0)
-        target = self.current_probability * maskable.sum(1, dtype=torch.float64)
+        rate = self.current_probability if rate is None else rate
+        target = rate * maskable.sum(1, dtype=torch.float64)
         q = unit_probabilities(unit_size, unit_weight, unit_row, target)
         chosen = torch.rand(len(q), generator=generator, dtype=torch.float64) < q
         chosen = torch.cat([chosen, chosen.new_zeros(1)])  # index -1: no unit
@@ -250,17 +266,11 @@ def _is_punctuation(char: str) -> bool:
 
 
 class MaskingScheduleCallback(TrainerCallback):
-    """Publishes the optimizer step to the collator (and its worker copies): at the start, and after every step.
-
-    After, not before: `Trainer` fetches a step's batches before `on_step_begin`. On resume `on_train_begin` sees the
-    restored `global_step`, so the schedule continues where it stopped.
-    """
+    """Tells the collator the gradient accumulation and, on resume, how many batches the restored steps consumed."""
 
     def __init__(self, collator: MedicalMaskingCollator):
         self.collator = collator
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.collator.step.value = state.global_step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.collator.step.value = state.global_step
+        self.collator.accumulation = args.gradient_accumulation_steps
+        self.collator.batches.value = state.global_step * args.gradient_accumulation_steps

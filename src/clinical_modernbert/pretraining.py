@@ -75,7 +75,8 @@ def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainCon
     schedule = MaskingSchedule(
         masking_args.mlm_probability_start, masking_args.mlm_probability_end, args.max_steps, masking_args.mlm_schedule
     )
-    train = MedicalMaskingCollator(schedule=schedule, seed=args.seed, **common)
+    # one seed per process, or every rank would draw the same masks
+    train = MedicalMaskingCollator(schedule=schedule, seed=args.seed + args.process_index, **common)
     eval_probability = check_probability("eval_mlm_probability", masking_args.eval_mlm_probability)
     return train, build_eval_collator(tokenizer, eval_probability, args.seed)
 

@@ -48,9 +48,10 @@ class MLMTrainer(Trainer):
             return super().get_train_dataloader()
         # The stream is already split per process (split_dataset_by_node); accelerate.prepare would shard it again,
         # so we hand accelerate's per-process loader the stream as it is.
+        # device=None: the counters stay on the CPU; _prepare_inputs moves the model inputs
         return DataLoaderShard(
             self.train_dataset,
-            device=self.args.device,
+            device=None,
             batch_size=self.args.per_device_train_batch_size,
             collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
@@ -69,7 +70,6 @@ class MLMTrainer(Trainer):
             self.data_collator = train_collator
 
     def _prepare_inputs(self, inputs: dict) -> dict:
-        inputs = super()._prepare_inputs(inputs)
         stream_stats = inputs.pop("stream_stats", None)
         mask_stats = inputs.pop("mask_stats", None)
         position = inputs.pop("stream_position", None)
@@ -84,10 +84,11 @@ class MLMTrainer(Trainer):
             if position is not None:
                 self._stream_position = position[-1].tolist()
             self.tokens_seen += int(inputs["attention_mask"].sum())
+        inputs = super()._prepare_inputs(inputs)
         if document_ids is not None and bool((document_ids.max(dim=1).values > 0).any()):
             config = self.accelerator.unwrap_model(self.model).config
             dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else torch.float32
-            inputs.update(packed_attention_inputs(config, document_ids, dtype=dtype))
+            inputs.update(packed_attention_inputs(config, document_ids.to(self.args.device), dtype=dtype))
         return inputs
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -130,30 +131,31 @@ class MLMTrainer(Trainer):
     # -- checkpoints --------------------------------------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if not isinstance(self.train_dataset, PackedStream) or self._stream_position is None:
+        if not isinstance(self.train_dataset, PackedStream):
             return
-        if self.args.dataloader_num_workers > 0:
-            logger.warning("Stream position not saved: it lives in dataloader workers (resume will re-read).")
-            return
-        checkpoint = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         state = {
-            "stream": self.train_dataset.state_dict(self._stream_position),
             "stream_totals": self.stream_totals.tolist(),
             "mask_totals": self.mask_totals.tolist(),
             "tokens_seen": self.tokens_seen,
         }
-        path = checkpoint / STREAM_STATE_FILE.format(rank=self.args.process_index)
-        path.write_text(json.dumps(state))
+        if self.args.dataloader_num_workers > 0:
+            logger.warning("Stream position not saved: it lives in dataloader workers (resume will re-read).")
+        elif self._stream_position is not None:
+            state["stream"] = self.train_dataset.state_dict(self._stream_position)
+        checkpoint = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        (checkpoint / STREAM_STATE_FILE.format(rank=self.args.process_index)).write_text(json.dumps(state))
 
     def train(self, resume_from_checkpoint=None, **kwargs):
         if resume_from_checkpoint and isinstance(self.train_dataset, PackedStream):
             path = Path(resume_from_checkpoint) / STREAM_STATE_FILE.format(rank=self.args.process_index)
-            if path.is_file():
-                state = json.loads(path.read_text())
-                self.train_dataset.load_state_dict(state["stream"])
+            state = json.loads(path.read_text()) if path.is_file() else {}
+            if state:
                 self.stream_totals = torch.tensor(state["stream_totals"], dtype=torch.long)
                 self.mask_totals = torch.tensor(state["mask_totals"], dtype=torch.long)
                 self.tokens_seen = state["tokens_seen"]
+            if "stream" in state:
+                self.train_dataset.load_state_dict(state["stream"])
                 self.args.ignore_data_skip = True
                 logger.info("Data: stream continues after its saved position in %s", resume_from_checkpoint)
             else:

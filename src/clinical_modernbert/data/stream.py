@@ -62,6 +62,7 @@ class PackedStream(torch.utils.data.IterableDataset):
         self._documents = self._build_documents()
         self._snapshots: OrderedDict[int, dict] = OrderedDict()
         self._resume: dict | None = None
+        self._epoch_offset = 0
         self._warned: set[int] = set()
 
     @property
@@ -96,8 +97,9 @@ class PackedStream(torch.utils.data.IterableDataset):
         return mixed
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self._documents.set_epoch(epoch)
+        # A resumed Trainer counts epochs of a stream from 0 again; the offset keeps the stream's own epoch.
+        self.epoch = epoch + self._epoch_offset
+        self._documents.set_epoch(self.epoch)
 
     def __iter__(self):
         packer = BestFitPacker(self.data_args.max_seq_length, packing=self.data_args.packing)
@@ -132,7 +134,8 @@ class PackedStream(torch.utils.data.IterableDataset):
             if last:
                 rows.extend(packer.flush())
             for k, row in enumerate(rows):
-                if k < skip_rows:
+                if k < skip_rows:  # trained before the checkpoint, counters included
+                    stats = [[0] * len(STAT_FIELDS) for _ in self.sources]
                     continue
                 example = row_to_example(row)
                 example["stream_stats"], stats = stats, [[0] * len(STAT_FIELDS) for _ in self.sources]
@@ -192,5 +195,10 @@ class PackedStream(torch.utils.data.IterableDataset):
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a `state_dict` at the next iteration."""
+        if self.data_args.shuffle_buffer_size:
+            logger.warning("Data: datasets does not save shuffle buffers: resuming a shuffled stream loses up to "
+                           "%d documents per source and is not row-exact", self.data_args.shuffle_buffer_size)
+        self._epoch_offset = 0
         self.set_epoch(state["epoch"])
+        self._epoch_offset = state["epoch"]
         self._resume = state
