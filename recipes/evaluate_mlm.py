@@ -10,7 +10,6 @@ With `--sparse_prediction true` the head runs on masked positions only: same num
 
 import logging
 import sys
-from pathlib import Path
 
 import transformers
 from accelerate import PartialState

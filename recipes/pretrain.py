@@ -15,6 +15,7 @@ from transformers import set_seed
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from clinical_modernbert.evaluation import MLMTopKMetrics
 from clinical_modernbert.hub import claim_push_to_hub, push_model_dir
+from clinical_modernbert.lexicon import Lexicon
 from clinical_modernbert.masking import MaskingScheduleCallback
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
@@ -22,7 +23,6 @@ from clinical_modernbert.pretraining import (
     RUN_FACTS_FILE,
     build_collators,
     build_datasets,
-    build_lexicon,
     carry_vocabulary_report,
     log_realised_mixture,
     resolve_checkpoint,
@@ -40,7 +40,7 @@ def main(model_args, data_args, masking_args, training_args):
     set_cpu_threads(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)
-    lexicon = build_lexicon(masking_args)
+    lexicon = Lexicon.from_args(masking_args)
     train_dataset, eval_dataset = build_datasets(data_args, tokenizer, lexicon, training_args)
     train_collator, eval_collator = build_collators(tokenizer, masking_args, training_args)
     model = load_model(model_args, tokenizer)
@@ -59,8 +59,7 @@ def main(model_args, data_args, masking_args, training_args):
         preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics,
     )
     logger.info("Train: %d steps, global batch %d rows of %d tokens", training_args.max_steps,
-                training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
-                * training_args.world_size, data_args.max_seq_length)
+                training_args.global_batch_size, data_args.max_seq_length)
     train_result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)

@@ -159,6 +159,11 @@ class PretrainConfig(TrainingArguments):
                   "otherwise leaves 1)."},
     )
 
+    @property
+    def global_batch_size(self) -> int:
+        """Rows per optimizer step over all processes."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.world_size
+
     def __post_init__(self):
         super().__post_init__()
         if self.max_steps <= 0:

@@ -24,9 +24,9 @@ from datasets import Dataset
 from transformers import EvalPrediction, TrainingArguments
 
 from .configs import DataArguments
-from .data.stream import PackedStream
+from .data.stream import PackedStream, materialise
 from .lexicon import Lexicon
-from .masking import MedicalMaskingCollator
+from .masking import MedicalMaskingCollator, check_probability
 from .metrics import MLM_TOPK_ACCURACY
 from .trainer import MLMTrainer
 
@@ -72,8 +72,7 @@ class EvaluationArguments:
     def __post_init__(self):
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-        if not 0 < self.mlm_probability < 1:
-            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        self.mlm_probability = check_probability("mlm_probability", self.mlm_probability)
         if self.per_device_eval_batch_size < 1:
             raise ValueError(f"per_device_eval_batch_size must be >= 1, got {self.per_device_eval_batch_size}")
 
@@ -158,11 +157,7 @@ def build_eval_lexicon(eval_args: EvaluationArguments) -> Lexicon | None:
     if not (eval_args.use_default_lexicon or eval_args.lexicon_files or eval_args.code_tables):
         logger.info("Data: no medical lexicon, so no medical/other breakdown")
         return None
-    lexicon = Lexicon.from_files(
-        eval_args.lexicon_files, eval_args.code_tables, use_default=eval_args.use_default_lexicon
-    )
-    logger.info("Data: medical lexicon of %d terms", len(lexicon))
-    return lexicon
+    return Lexicon.from_args(eval_args)
 
 
 def build_eval_dataset(data_args: DataArguments, eval_args: EvaluationArguments, tokenizer, lexicon) -> Dataset:
@@ -170,16 +165,16 @@ def build_eval_dataset(data_args: DataArguments, eval_args: EvaluationArguments,
     held_out = eval_args.split == "held_out"
     if not held_out:
         data_args = replace(data_args, eval_fraction=0.0)
-    stream = PackedStream(data_args, tokenizer, lexicon, split="eval" if held_out else "train", seed=eval_args.seed)
-    rows = [{key: row[key] for key in ("input_ids", "medical_mask", "doc_lengths")} for row in stream]
-    if not rows:
+    dataset = materialise(
+        PackedStream(data_args, tokenizer, lexicon, split="eval" if held_out else "train", seed=eval_args.seed)
+    )
+    if dataset is None:
         raise ValueError(
             f"No evaluation text: no document of {[s.name for s in data_args.sources]} is held out "
             f"(eval_fraction={data_args.eval_fraction}); use split: all to evaluate on every document."
         )
-    dataset = Dataset.from_list(rows)
     tokens = sum(len(ids) for ids in dataset["input_ids"])
-    logger.info("Data: %s split, %d rows of up to %d tokens, %d tokens", eval_args.split, len(rows),
+    logger.info("Data: %s split, %d rows of up to %d tokens, %d tokens", eval_args.split, len(dataset),
                 data_args.max_seq_length, tokens)
     return dataset
 

@@ -17,6 +17,7 @@ Matching rules:
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
@@ -25,6 +26,8 @@ from pathlib import Path
 import ahocorasick
 
 from .assets import LEXICON_DIR
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CATEGORIES = ("drugs", "diseases", "procedures", "anatomy", "abbreviations")
 
@@ -112,6 +115,13 @@ class Lexicon:
             terms.extend(read_terms(path))
         codes = [code for path in map(Path, code_tables) for code in _read_codes(path)]
         return cls(terms, codes)
+
+    @classmethod
+    def from_args(cls, args) -> Lexicon:
+        """`from_files` with the `lexicon_files`, `code_tables` and `use_default_lexicon` of a recipe's arguments."""
+        lexicon = cls.from_files(args.lexicon_files, args.code_tables, use_default=args.use_default_lexicon)
+        logger.info("Data: medical lexicon of %d terms", len(lexicon))
+        return lexicon
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Character spans `[start, end)` of medical terms and codes in `text`: leftmost-longest, never overlapping."""

@@ -8,28 +8,18 @@ import shutil
 from pathlib import Path
 
 import torch
-from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
-from .data.stream import PackedStream
-from .lexicon import Lexicon
+from .data.stream import PackedStream, materialise
 from .evaluation import build_eval_collator
+from .lexicon import Lexicon
 from .masking import MaskingSchedule, MedicalMaskingCollator, check_probability
 from .vocabulary import REPORT_FILE as VOCABULARY_REPORT_FILE
 
 logger = logging.getLogger(__name__)
 
 RUN_FACTS_FILE = "run_facts.json"
-
-
-def build_lexicon(masking_args: MaskingArguments) -> Lexicon:
-    """The medical lexicon: embedded default terms plus the user's term lists and code tables."""
-    lexicon = Lexicon.from_files(
-        masking_args.lexicon_files, masking_args.code_tables, use_default=masking_args.use_default_lexicon
-    )
-    logger.info("Data: medical lexicon of %d terms", len(lexicon))
-    return lexicon
 
 
 def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: PretrainConfig):
@@ -45,18 +35,14 @@ def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: 
     )
     eval_dataset = None
     if data_args.eval_fraction > 0 and data_args.max_eval_documents > 0:
-        rows = [
-            {k: v for k, v in row.items() if k != "stream_stats"}
-            for row in PackedStream(data_args, tokenizer, lexicon, split="eval", seed=args.seed)
-        ]
-        if not rows:
+        eval_dataset = materialise(PackedStream(data_args, tokenizer, lexicon, split="eval", seed=args.seed))
+        if eval_dataset is None:
             raise ValueError(
                 f"No document was held out for evaluation (eval_fraction={data_args.eval_fraction}); "
                 "raise eval_fraction or set max_eval_documents: 0."
             )
-        eval_dataset = Dataset.from_list(rows)
-        n_docs = sum(len(r["doc_lengths"]) for r in rows)
-        logger.info("Data: %d held-out documents in %d evaluation rows", n_docs, len(rows))
+        n_docs = sum(map(len, eval_dataset["doc_lengths"]))
+        logger.info("Data: %d held-out documents in %d evaluation rows", n_docs, len(eval_dataset))
     names = ", ".join(f"{s.name} (weight {s.weight:g})" for s in data_args.sources)
     logger.info("Data: streaming %s, rows of %d tokens, packing=%s", names, data_args.max_seq_length, data_args.packing)
     return train, eval_dataset
@@ -113,7 +99,7 @@ def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, mas
         "base_model": model_args.model_name_or_path,
         "from_scratch_config": None if model_args.model_name_or_path else (model_args.model_config or "embedded"),
         "steps": trainer.state.global_step,
-        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        "global_batch_size": args.global_batch_size,
         "max_seq_length": data_args.max_seq_length,
         "packing": data_args.packing,
         "attn_implementation": config._attn_implementation,

@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 import torch
 import xxhash
-from datasets import interleave_datasets
+from datasets import Dataset, interleave_datasets
 from datasets.distributed import split_dataset_by_node
 
 from ..configs import DataArguments, SourceConfig
@@ -23,6 +23,12 @@ logger = logging.getLogger(__name__)
 
 # Per-source counters carried by every row (summed by the collator, totalled by the trainer).
 STAT_FIELDS = ("documents", "tokens", "skipped_empty", "skipped_non_string", "utf8_replaced")
+
+
+def materialise(stream: "PackedStream") -> Dataset | None:
+    """The rows of a finite stream (an evaluation set) as a `Dataset`, without the stream's counters; None if empty."""
+    rows = [{key: row[key] for key in ("input_ids", "medical_mask", "doc_lengths")} for row in stream]
+    return Dataset.from_list(rows) if rows else None
 
 
 def is_held_out(text: str, eval_fraction: float) -> bool:
