@@ -46,9 +46,9 @@ def packed_rows(tokenizer, lexicon, texts, max_len, n_rows):
     packer, rows = BestFitPacker(max_len), []
     while len(rows) < n_rows:
         for doc_ids, doc_flags in zip(ids, flags):
-            for chunk in chunk_document(doc_ids, doc_flags, 0, max_len, tokenizer.cls_token_id, tokenizer.sep_token_id):
-                rows.extend(row_to_example(row) for row in packer.add(chunk))
-    return rows[:n_rows]
+            for chunk in chunk_document(doc_ids, doc_flags, 0, max_len):
+                rows.extend(packer.add(chunk))
+    return [row_to_example(row, tokenizer.cls_token_id, tokenizer.sep_token_id) for row in rows[:n_rows]]
 
 
 def stock_examples(tokenizer, rows, with_offsets):

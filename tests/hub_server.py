@@ -1,5 +1,6 @@
 """A local stand-in for the Hugging Face Hub: the part of its HTTP API that `huggingface_hub` uses to create a repo,
-commit files (preupload answers "regular", then the NDJSON commit) and download them again (`resolve` URLs with the
+commit files (preupload answers "regular", then the NDJSON commit), list them (`tree`, recursive or not, as
+`HfFileSystem` globs them for `datasets`) and download them again (`resolve` URLs with the
 `X-Repo-Commit`/`ETag`/`Content-Length` headers `hf_hub_download` reads). Binds 127.0.0.1 on a free port.
 
     with HubServer(token="hf_test") as hub:   # point huggingface_hub at hub.url with HF_ENDPOINT
@@ -16,7 +17,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -235,14 +236,21 @@ def _handler_for(hub: HubServer):
             commit = target and self._commit(target, rev)
             if commit is None:
                 return
+            recursive = parse_qs(urlsplit(self.path).query).get("recursive", ["false"])[0].lower() == "true"
             prefix = path.rstrip("/") + "/" if path else ""
-            entries = [
-                {"type": "file", "path": name, "size": len(data), "oid": _oid(data)}
-                for name, data in sorted(commit.files.items())
-                if name.startswith(prefix)
-            ]
-            if path and not entries:
+            files, folders = {}, set()
+            for name, data in commit.files.items():
+                if not name.startswith(prefix):
+                    continue
+                parts = name[len(prefix) :].split("/")
+                for depth in range(1, len(parts) if recursive else min(len(parts), 2)):
+                    folders.add(prefix + "/".join(parts[:depth]))
+                if recursive or len(parts) == 1:
+                    files[name] = data
+            if path and not files and not folders:
                 return self._error(404, "EntryNotFound", f"{path} not found")
+            entries = [{"type": "directory", "path": name, "oid": _oid(name.encode())} for name in sorted(folders)]
+            entries += [{"type": "file", "path": n, "size": len(d), "oid": _oid(d)} for n, d in sorted(files.items())]
             self._json(entries)
 
         def resolve(self, type, repo, rev, path):

@@ -8,7 +8,14 @@ import pytest
 from conftest import shared_path
 
 from clinical_modernbert.assets import EMBEDDED_CORPUS, LEXICON_DIR
-from clinical_modernbert.lexicon import CODE_WINDOW, DEFAULT_CATEGORIES, Lexicon, _leftmost_longest, normalize
+from clinical_modernbert.lexicon import (
+    CODE_WINDOW,
+    DEFAULT_CATEGORIES,
+    Lexicon,
+    _leftmost_longest,
+    encode_batch,
+    normalize,
+)
 
 
 def matched(lexicon, text):
@@ -133,6 +140,30 @@ def test_bad_lexicon_files_fail_with_a_clear_error(tmp_path, content, kind, erro
 def test_tokenize_needs_a_fast_tokenizer():
     with pytest.raises(TypeError, match="fast tokenizer"):
         Lexicon(["aspirin"]).tokenize(lambda texts, **kw: None, ["aspirin"])
+
+
+def _encode_batch_matches_the_tokenizer_call(tokenizer, texts):
+    tokenizer.backend_tokenizer.enable_truncation(max_length=8)  # a saved tokenizer may carry truncation
+    tokenizer.backend_tokenizer.enable_padding(length=600)
+    expected = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    tokenizer.backend_tokenizer.enable_truncation(max_length=8)
+    tokenizer.backend_tokenizer.enable_padding(length=600)
+    assert [e.ids for e in encode_batch(tokenizer, texts)] == expected
+    assert max(map(len, expected)) > 8 and min(map(len, expected)) < 600
+
+
+def test_encode_batch_gives_the_tokenizer_call_ids(embedded_tokenizer):
+    texts = ["Omeprazole 20 mg for GERD; İstanbul café — naïve T-cells (CD4+).", "ICD-10 code E11.9: Type 2 diabetes",
+             "  x"]
+    _encode_batch_matches_the_tokenizer_call(embedded_tokenizer, texts)
+
+
+def test_encode_batch_gives_the_real_tokenizer_call_ids():
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(shared_path("modernbert-tokenizer"))
+    lines = shared_path("data/corpus/pubmed_ohsumed.jsonl").read_text(encoding="utf-8").splitlines()
+    _encode_batch_matches_the_tokenizer_call(tokenizer, [json.loads(line)["text"] for line in lines[:300]])
 
 
 def test_shared_word_lists_and_code_tables_load():

@@ -67,6 +67,7 @@ def test_output_dir_with_checkpoint_resumes(tmp_path):
     run_recipe("--max_steps", "3", *common)
     result = run_recipe("--max_steps", "6", *common)
     assert "resuming from" in result.stdout and "checkpoint-3" in result.stdout
+    assert "evaluation rows loaded from" in result.stdout  # the held-out set is not streamed again
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
 
 
@@ -97,4 +98,7 @@ def test_two_process_cpu_ddp(tmp_path):
     facts = json.loads((out / "run_facts.json").read_text())
     assert facts["global_batch_size"] == 8  # 4 per process x 2 processes
     assert AutoModelForMaskedLM.from_pretrained(out).config.model_type == "modernbert"
+    # the held-out set is streamed by the main process only; the other one loads what it saved
+    assert result.stdout.count("held-out documents in") == 1
+    assert result.stdout.count("evaluation rows loaded from") == 1
     assert result.returncode == 0

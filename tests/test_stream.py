@@ -2,9 +2,13 @@
 
 import gzip
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
+from hub_server import Commit, HubServer, Repo, _oid
 
 from clinical_modernbert.configs import DataArguments, SourceConfig
 from clinical_modernbert.data.stream import STAT_FIELDS, PackedStream
@@ -175,3 +179,47 @@ def test_resume_after_the_stream_wrapped_continues_in_its_epoch(one_source, embe
     resumed.load_state_dict(stream.state_dict(consumed[-1]["stream_position"]))
     resumed.set_epoch(0)  # what a resumed Trainer does: it counts a stream's epochs from 0 again
     assert consumed + list(resumed) == epoch_1
+
+
+HUB_STREAM = """
+import json, sys
+from transformers import AutoTokenizer
+from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
+from clinical_modernbert.configs import DataArguments
+from clinical_modernbert.data.stream import PackedStream
+
+tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_TOKENIZER_DIR)
+args = DataArguments(sources=json.loads(sys.argv[1]), max_seq_length=64, eval_fraction=0.2, max_eval_documents=1000)
+rows = [{k: row[k] for k in ("input_ids", "doc_lengths", "stream_stats")} for row in PackedStream(args, tokenizer)]
+try:
+    PackedStream(DataArguments(sources=[{"name": "gone", "path": "test-org/no-such-corpus"}]), tokenizer)
+    error = None
+except ValueError as e:
+    error = f"{type(e).__name__}: {e}"
+print(json.dumps({"rows": rows, "error": error}))
+"""
+
+
+def test_hub_dataset_streams_like_the_same_local_file(tmp_path, embedded_tokenizer):
+    """A Hub source goes through the same `load_dataset(..., streaming=True)` as local files: served by a local Hub
+    stand-in (HF_ENDPOINT), it yields the rows the local copy of its file yields; a missing dataset is named."""
+    data = "".join(json.dumps(r) + "\n" for r in corpus(300)).encode()
+    local = [{"name": "notes", "path": "json", "data_files": write_jsonl(tmp_path / "a.jsonl", corpus(300))}]
+    hub_source = [{"name": "notes", "path": "test-org/notes", "split": "train"}]
+    with HubServer() as hub:
+        repo = Repo("dataset", private=False, sdk=None)
+        repo.branches["main"] = [Commit(_oid(data), "add data", {"data/train-00000.jsonl": data,
+                                                                 "README.md": b"# notes\n"})]
+        hub.repos[("dataset", "test-org/notes")] = repo
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0",
+               "HF_HOME": str(tmp_path / "hf_home")}
+        done = subprocess.run([sys.executable, "-c", HUB_STREAM, json.dumps(hub_source)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        downloads = [path for method, path in hub.requests if method == "GET" and path.endswith("train-00000.jsonl")]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = [{k: row[k] for k in ("input_ids", "doc_lengths", "stream_stats")}
+                for row in PackedStream(data_args(local), embedded_tokenizer)]
+    assert downloads and result["rows"] == expected
+    assert stats(result["rows"])[0]["documents"] == stats(expected)[0]["documents"] > 200
+    assert "gone" in result["error"] and "test-org/no-such-corpus" in result["error"]

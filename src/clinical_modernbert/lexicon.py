@@ -24,6 +24,7 @@ from operator import itemgetter
 from pathlib import Path
 
 import ahocorasick
+import xxhash
 
 from .assets import LEXICON_DIR
 
@@ -123,6 +124,11 @@ class Lexicon:
         logger.info("Data: medical lexicon of %d terms", len(lexicon))
         return lexicon
 
+    def fingerprint(self) -> str:
+        """A digest of what the lexicon matches: flags computed with an equal fingerprint are the same."""
+        rules = repr((sorted(self._automaton.items()), self.code_regex and self.code_regex.pattern, CODE_WINDOW))
+        return xxhash.xxh64_hexdigest(rules.encode())
+
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Character spans `[start, end)` of medical terms and codes in `text`: leftmost-longest, never overlapping."""
         matches, keyword_ends = [], []
@@ -156,15 +162,27 @@ class Lexicon:
     def tokenize(self, tokenizer, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
         """Token ids of `texts` (no special tokens) and their flags (0 other, 1 term start, 2 term continuation).
 
-        Needs a fast tokenizer: its encodings map characters to tokens, so no offset mapping (costly to return) is
-        asked for. A token is flagged when it holds a character of a term.
+        A token is flagged when it holds a character of a term (the encodings map characters to tokens, so no offset
+        mapping, costly to return, is asked for).
         """
-        if not getattr(tokenizer, "is_fast", False):
-            name = type(tokenizer).__name__
-            raise TypeError(f"Medical flags need a fast tokenizer (character-to-token map); got {name}")
-        encoded = tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)
-        flags = [_flags_for(self.spans(text), encoding) for text, encoding in zip(texts, encoded.encodings)]
-        return encoded["input_ids"], flags
+        encodings = encode_batch(tokenizer, texts)
+        return [e.ids for e in encodings], [_flags_for(self.spans(t), e) for t, e in zip(texts, encodings)]
+
+
+def encode_batch(tokenizer, texts: Sequence[str]) -> list:
+    """`tokenizers` encodings of `texts` without special tokens: the ids `tokenizer(texts)` gives, at less cost.
+
+    Calls the fast tokenizer's backend directly (transformers' wrapper converts every encoding to Python dicts first);
+    like the wrapper's own call, it switches off truncation and padding a saved tokenizer may carry.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError(f"Needs a fast tokenizer (character-to-token map); got {type(tokenizer).__name__}")
+    backend = tokenizer.backend_tokenizer
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
+    return backend.encode_batch(list(texts), add_special_tokens=False)
 
 
 def _leftmost_longest(matches: list[tuple[int, int]]) -> list[tuple[int, int]]:

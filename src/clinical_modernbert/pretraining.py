@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import xxhash
+from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
@@ -20,10 +24,12 @@ from .vocabulary import REPORT_FILE as VOCABULARY_REPORT_FILE
 logger = logging.getLogger(__name__)
 
 RUN_FACTS_FILE = "run_facts.json"
+EVAL_SET_DIR = "eval_set"
+FINGERPRINT_FILE = "fingerprint.txt"
 
 
 def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: PretrainConfig):
-    """The training stream (this process's shard) and the held-out evaluation rows (materialised)."""
+    """The training stream (this process's shard) and the held-out evaluation rows (materialised once)."""
     train = PackedStream(
         data_args,
         tokenizer,
@@ -35,6 +41,29 @@ def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: 
     )
     eval_dataset = None
     if data_args.eval_fraction > 0 and data_args.max_eval_documents > 0:
+        eval_dataset = build_eval_set(data_args, tokenizer, lexicon, args)
+    names = ", ".join(f"{s.name} (weight {s.weight:g})" for s in data_args.sources)
+    logger.info("Data: streaming %s, rows of %d tokens, packing=%s", names, data_args.max_seq_length, data_args.packing)
+    return train, eval_dataset
+
+
+def build_eval_set(data_args: DataArguments, tokenizer, lexicon: Lexicon | None, args: PretrainConfig) -> Dataset:
+    """The held-out evaluation rows, streamed once and kept in `output_dir/eval_set`.
+
+    Finding `max_eval_documents` held-out documents can mean reading millions (at `eval_fraction` 0.001), so the
+    main process builds and saves them first; the other processes, and later runs in the same output directory with
+    the same data, tokenizer, lexicon and seed, load them (a fingerprint of those is saved alongside; with
+    `save_on_each_node` every node builds its own). `overwrite_output_dir` rebuilds them.
+    """
+    path = Path(args.output_dir) / EVAL_SET_DIR
+    fingerprint = eval_set_fingerprint(data_args, tokenizer, lexicon, args.seed)
+    with args.main_process_first(local=args.save_on_each_node, desc="building the evaluation set"):
+        saved = path / FINGERPRINT_FILE
+        reuse = saved.is_file() and saved.read_text() == fingerprint
+        if reuse and not (args.should_save and args.overwrite_output_dir):
+            eval_dataset = Dataset.load_from_disk(str(path))
+            logger.info("Data: %d evaluation rows loaded from %s", len(eval_dataset), path)
+            return eval_dataset
         eval_dataset = materialise(PackedStream(data_args, tokenizer, lexicon, split="eval", seed=args.seed))
         if eval_dataset is None:
             raise ValueError(
@@ -43,9 +72,25 @@ def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: 
             )
         n_docs = sum(map(len, eval_dataset["doc_lengths"]))
         logger.info("Data: %d held-out documents in %d evaluation rows", n_docs, len(eval_dataset))
-    names = ", ".join(f"{s.name} (weight {s.weight:g})" for s in data_args.sources)
-    logger.info("Data: streaming %s, rows of %d tokens, packing=%s", names, data_args.max_seq_length, data_args.packing)
-    return train, eval_dataset
+        if args.should_save:
+            staging = path.with_name(path.name + ".tmp")
+            shutil.rmtree(staging, ignore_errors=True)
+            eval_dataset.save_to_disk(str(staging))
+            (staging / FINGERPRINT_FILE).write_text(fingerprint)  # written last: a partial save never matches
+            shutil.rmtree(path, ignore_errors=True)
+            staging.rename(path)
+            logger.info("Data: evaluation rows saved to %s", path)
+    return eval_dataset
+
+
+def eval_set_fingerprint(data_args: DataArguments, tokenizer, lexicon: Lexicon | None, seed: int) -> str:
+    """A digest of everything the evaluation rows depend on."""
+    vocabulary = json.loads(tokenizer.backend_tokenizer.to_str())
+    for per_call in ("truncation", "padding"):  # set by every call, not part of what the tokenizer produces
+        vocabulary.pop(per_call, None)
+    settings = {"data": asdict(data_args), "seed": seed, "tokenizer": vocabulary}
+    parts = (json.dumps(settings, sort_keys=True, default=str), lexicon.fingerprint() if lexicon else "no lexicon")
+    return xxhash.xxh64_hexdigest("\0".join(parts).encode())
 
 
 def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainConfig):

@@ -6,98 +6,112 @@ A row keeps the lengths of the documents it holds (`doc_lengths`); the collator 
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass
-from itertools import chain
 
 import torch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chunk:
-    """One document (or a piece of a long one), already wrapped as `[CLS] ... [SEP]`."""
+    """One document (or a piece of a long one): token ids and medical flags, without the `[CLS]`/`[SEP]` a row adds."""
 
     input_ids: list[int]
     medical_mask: list[int]
     source: int
 
-    def __len__(self) -> int:
-        return len(self.input_ids)
+    def __len__(self) -> int:  # its length in a row, `[CLS]` and `[SEP]` included
+        return len(self.input_ids) + 2
 
 
-def chunk_document(ids: list[int], flags: list[int], source: int, max_len: int, cls_id: int, sep_id: int):
-    """Split a tokenized document (no special tokens) into chunks of at most `max_len` tokens with `[CLS]`/`[SEP]`.
+def chunk_document(ids: list[int], flags: list[int], source: int, max_len: int):
+    """Split a tokenized document (no special tokens) into chunks that fit `max_len` with `[CLS]`/`[SEP]`.
 
     Long documents are split, never truncated. A medical term cut at a chunk border restarts as a term.
     """
     body = max_len - 2
-    for start in range(0, max(len(ids), 1), body):
-        piece_flags = list(flags[start : start + body])
-        if piece_flags and piece_flags[0] == 2:
+    if len(ids) <= body:
+        yield Chunk(ids, flags, source)
+        return
+    for start in range(0, len(ids), body):
+        piece_flags = flags[start : start + body]
+        if piece_flags[0] == 2:
             piece_flags[0] = 1
-        yield Chunk([cls_id, *ids[start : start + body], sep_id], [0, *piece_flags, 0], source)
+        yield Chunk(ids[start : start + body], piece_flags, source)
 
 
 class BestFitPacker:
-    """Online best-fit packing: each chunk goes to the open row it fills most tightly.
+    """Online best-fit packing: each chunk goes to the open row it fills most tightly (the oldest on a tie).
 
     Up to `open_rows` rows stay open; when a chunk fits none and all are open, the fullest row is emitted. With
-    `packing=False` every chunk is a row of its own (padded per document).
+    `packing=False` every chunk is a row of its own (padded per document). Open rows are kept sorted by free space,
+    so placing a chunk is a binary search.
     """
 
     def __init__(self, max_len: int, packing: bool = True, open_rows: int = 64):
         self.max_len, self.packing, self.open_rows = max_len, packing, open_rows
-        self.rows: list[list[Chunk]] = []
-        self.free: list[int] = []
+        self._rows: dict[int, list[Chunk]] = {}  # open rows by creation number (dicts keep creation order)
+        self._by_free: list[tuple[int, int]] = []  # (free tokens, creation number), ascending
+        self._created = 0
 
     def add(self, chunk: Chunk) -> list[list[Chunk]]:
         """Place a chunk; return the rows completed by it."""
-        if len(chunk) > self.max_len:
-            raise ValueError(f"chunk of {len(chunk)} tokens exceeds max_len={self.max_len}")
+        n = len(chunk)
+        if n > self.max_len:
+            raise ValueError(f"chunk of {n} tokens exceeds max_len={self.max_len}")
         if not self.packing:
             return [[chunk]]
         done = []
-        fits = [i for i, free in enumerate(self.free) if free >= len(chunk)]
-        if fits:
-            i = min(fits, key=self.free.__getitem__)
+        i = bisect_left(self._by_free, (n, -1))
+        if i < len(self._by_free):
+            free, key = self._by_free.pop(i)
         else:
-            if len(self.rows) >= self.open_rows:
-                done.append(self._pop(min(range(len(self.free)), key=self.free.__getitem__)))
-            self.rows.append([])
-            self.free.append(self.max_len)
-            i = len(self.rows) - 1
-        self.rows[i].append(chunk)
-        self.free[i] -= len(chunk)
-        if self.free[i] < 3:  # no chunk ([CLS] x [SEP]) fits any more
-            done.append(self._pop(i))
+            if len(self._rows) >= self.open_rows:
+                done.append(self._rows.pop(self._by_free.pop(0)[1]))
+            free, key = self.max_len, self._new_row()
+        self._rows[key].append(chunk)
+        free -= n
+        if free < 3:  # no chunk ([CLS] x [SEP]) fits any more
+            done.append(self._rows.pop(key))
+        else:
+            insort(self._by_free, (free, key))
         return done
 
     def flush(self) -> list[list[Chunk]]:
         """Emit every open row, fullest first."""
-        order = sorted(range(len(self.rows)), key=self.free.__getitem__)
-        rows = [self.rows[i] for i in order]
-        self.rows, self.free = [], []
+        rows = [self._rows[key] for _, key in self._by_free]
+        self._rows, self._by_free = {}, []
         return rows
 
     def state(self) -> list:
-        """Open rows as plain lists (JSON-serialisable)."""
-        return [[[c.input_ids, c.medical_mask, c.source] for c in row] for row in self.rows]
+        """Open rows in creation order as plain lists (JSON-serialisable)."""
+        return [[[c.input_ids, c.medical_mask, c.source] for c in row] for row in self._rows.values()]
 
     def load_state(self, state: list) -> None:
-        self.rows = [[Chunk(*c) for c in row] for row in state]
-        self.free = [self.max_len - sum(len(c) for c in row) for row in self.rows]
+        self._rows, self._by_free = {}, []
+        for row in state:
+            key = self._new_row()
+            self._rows[key] = [Chunk(*c) for c in row]
+            self._by_free.append((self.max_len - sum(map(len, self._rows[key])), key))
+        self._by_free.sort()
 
-    def _pop(self, i: int) -> list[Chunk]:
-        self.free.pop(i)
-        return self.rows.pop(i)
+    def _new_row(self) -> int:
+        key, self._created = self._created, self._created + 1
+        self._rows[key] = []
+        return key
 
 
-def row_to_example(row: list[Chunk]) -> dict:
-    """A packed row as a training example: concatenated ids and flags, plus document lengths and sources."""
-    return {
-        "input_ids": list(chain.from_iterable(c.input_ids for c in row)),
-        "medical_mask": list(chain.from_iterable(c.medical_mask for c in row)),
-        "doc_lengths": [len(c) for c in row],
-    }
+def row_to_example(row: list[Chunk], cls_id: int, sep_id: int) -> dict:
+    """A packed row as a training example: `[CLS] doc [SEP]` per chunk, flags (0 on specials), document lengths."""
+    input_ids, medical_mask = [], []
+    for chunk in row:
+        input_ids.append(cls_id)
+        input_ids += chunk.input_ids
+        input_ids.append(sep_id)
+        medical_mask.append(0)
+        medical_mask += chunk.medical_mask
+        medical_mask.append(0)
+    return {"input_ids": input_ids, "medical_mask": medical_mask, "doc_lengths": [len(c) for c in row]}
 
 
 def document_tensors(doc_lengths: list[list[int]], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ import string
 
 import pandas as pd
 from datasets import Features, IterableDataset, Value, load_dataset
+from datasets.exceptions import DatasetNotFoundError
 
 from ..configs import SourceConfig
 
@@ -46,6 +47,8 @@ def load_source(source: SourceConfig) -> IterableDataset:
         first = next(iter(stream))
     except StopIteration:  # raised by load_dataset itself when a local file is empty
         raise ValueError(f"Source {source.name!r} yields no documents") from None
+    except DatasetNotFoundError as e:
+        raise ValueError(f"Source {source.name!r}: {e}") from e
     columns = set(stream.features) if stream.features is not None else set(first)
     needed = _template_fields(source.template) if source.template else [source.text_field]
     missing = [c for c in needed if c not in columns]
@@ -65,6 +68,14 @@ def format_text(source: SourceConfig, row: dict) -> object:
         return source.template.format(**values)
     except (KeyError, IndexError, TypeError):  # a nested field missing in this row
         return None
+
+
+def format_texts(source: SourceConfig, batch: dict[str, list]) -> list:
+    """`format_text` over a batch of rows given as columns."""
+    n = len(next(iter(batch.values()), []))
+    if source.template is None:
+        return list(batch.get(source.text_field, [None] * n))
+    return [format_text(source, {k: column[j] for k, column in batch.items()}) for j in range(n)]
 
 
 def _template_fields(template: str) -> list[str]:

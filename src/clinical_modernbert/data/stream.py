@@ -16,19 +16,26 @@ from datasets import Dataset, interleave_datasets
 from datasets.distributed import split_dataset_by_node
 
 from ..configs import DataArguments, SourceConfig
+from ..lexicon import encode_batch
 from .packing import BestFitPacker, chunk_document, row_to_example
-from .sources import format_text, load_source
+from .sources import format_texts, load_source
 
 logger = logging.getLogger(__name__)
 
 # Per-source counters carried by every row (summed by the collator, totalled by the trainer).
 STAT_FIELDS = ("documents", "tokens", "skipped_empty", "skipped_non_string", "utf8_replaced")
+DOCUMENTS, TOKENS, SKIPPED_EMPTY, SKIPPED_NON_STRING, UTF8_REPLACED = range(len(STAT_FIELDS))
 
 
 def materialise(stream: "PackedStream") -> Dataset | None:
     """The rows of a finite stream (an evaluation set) as a `Dataset`, without the stream's counters; None if empty."""
     rows = [{key: row[key] for key in ("input_ids", "medical_mask", "doc_lengths")} for row in stream]
     return Dataset.from_list(rows) if rows else None
+
+
+def _documents(batch: dict[str, list], source: SourceConfig, index: int) -> dict[str, list]:
+    texts = format_texts(source, batch)
+    return {"text": texts, "source": [index] * len(texts)}
 
 
 def is_held_out(text: str, eval_fraction: float) -> bool:
@@ -83,7 +90,9 @@ class PackedStream(torch.utils.data.IterableDataset):
                 stream = stream.shuffle(seed=self.seed, buffer_size=self.data_args.shuffle_buffer_size)
             streams.append(
                 stream.map(
-                    lambda row, s=source, i=index: {"text": format_text(s, row), "source": i},
+                    _documents,
+                    batched=True,
+                    fn_kwargs={"source": source, "index": index},
                     remove_columns=list(stream.features) if stream.features else None,
                 )
             )
@@ -143,7 +152,7 @@ class PackedStream(torch.utils.data.IterableDataset):
                 if k < skip_rows:  # trained before the checkpoint, counters included
                     stats = [[0] * len(STAT_FIELDS) for _ in self.sources]
                     continue
-                example = row_to_example(row)
+                example = row_to_example(row, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id)
                 example["stream_stats"], stats = stats, [[0] * len(STAT_FIELDS) for _ in self.sources]
                 if self.split == "train":
                     example["stream_position"] = [block_index, k]
@@ -156,17 +165,17 @@ class PackedStream(torch.utils.data.IterableDataset):
     def _checked_text(self, row: dict, stats) -> str | None:
         text, counts = row["text"], stats[row["source"]]
         if not isinstance(text, str):
-            counts[STAT_FIELDS.index("skipped_non_string")] += 1
+            counts[SKIPPED_NON_STRING] += 1
             if row["source"] not in self._warned:
                 self._warned.add(row["source"])
                 name = self.sources[row["source"]].name
                 logger.warning("Source %r: skipping documents whose text is %s (counted)", name, type(text).__name__)
             return None
         if not text.strip():
-            counts[STAT_FIELDS.index("skipped_empty")] += 1
+            counts[SKIPPED_EMPTY] += 1
             return None
         if "\ufffd" in text:
-            counts[STAT_FIELDS.index("utf8_replaced")] += 1
+            counts[UTF8_REPLACED] += 1
         return text
 
     def _chunks(self, block: list[tuple[str, int]], stats):
@@ -176,14 +185,13 @@ class PackedStream(torch.utils.data.IterableDataset):
         if self.lexicon is not None:
             all_ids, flags = self.lexicon.tokenize(self.tokenizer, texts)
         else:
-            all_ids = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+            all_ids = [e.ids for e in encode_batch(self.tokenizer, texts)]
             flags = [[0] * len(ids) for ids in all_ids]
-        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         for (_, source), ids, doc_flags in zip(block, all_ids, flags):
             counts = stats[source]
-            counts[STAT_FIELDS.index("documents")] += 1
-            for chunk in chunk_document(ids, doc_flags, source, self.data_args.max_seq_length, cls_id, sep_id):
-                counts[STAT_FIELDS.index("tokens")] += len(chunk)
+            counts[DOCUMENTS] += 1
+            for chunk in chunk_document(ids, doc_flags, source, self.data_args.max_seq_length):
+                counts[TOKENS] += len(chunk)
                 yield chunk
 
     def _remember(self, block_index: int, packer: BestFitPacker) -> None:

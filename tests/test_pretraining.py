@@ -1,0 +1,92 @@
+"""The pretraining building blocks: the evaluation set is streamed once and reused while its inputs are unchanged."""
+
+import json
+import logging
+
+import pytest
+
+from transformers import AutoTokenizer
+
+import clinical_modernbert.pretraining as pretraining
+from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
+from clinical_modernbert.configs import DataArguments, PretrainConfig
+from clinical_modernbert.lexicon import Lexicon
+from clinical_modernbert.pretraining import EVAL_SET_DIR, build_eval_set
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "notes.jsonl"
+    path.write_text("".join(json.dumps({"text": f"note {i}: aspirin given for chest pain. " * (1 + i % 4)}) + "\n"
+                            for i in range(400)))
+    return str(path)
+
+
+@pytest.fixture
+def streams_built(monkeypatch):
+    """How many evaluation streams `build_eval_set` reads."""
+    built = []
+    real = pretraining.PackedStream
+
+    def counting(*args, **kwargs):
+        built.append(kwargs.get("split"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pretraining, "PackedStream", counting)
+    return built
+
+
+def build(tmp_path, corpus, tokenizer, lexicon=None, seed=0, overwrite=False, **data):
+    data_args = DataArguments(sources=[{"name": "notes", "path": "json", "data_files": corpus}],
+                              **{"max_seq_length": 64, "eval_fraction": 0.2, "max_eval_documents": 40, **data})
+    args = PretrainConfig(output_dir=str(tmp_path / "run"), max_steps=1, report_to="none", seed=seed,
+                          overwrite_output_dir=overwrite)
+    return build_eval_set(data_args, tokenizer, lexicon, args)
+
+
+def fresh_tokenizer():
+    return AutoTokenizer.from_pretrained(EMBEDDED_TOKENIZER_DIR)
+
+
+def test_eval_set_is_streamed_once_then_loaded(tmp_path, corpus, embedded_tokenizer, streams_built, caplog):
+    lexicon = Lexicon(["aspirin", "chest pain"], match_codes=False)
+    first = build(tmp_path, corpus, embedded_tokenizer, lexicon)
+    assert streams_built == ["eval"] and (tmp_path / "run" / EVAL_SET_DIR).is_dir()
+    with caplog.at_level(logging.INFO, logger="clinical_modernbert.pretraining"):
+        again = build(tmp_path, corpus, embedded_tokenizer, lexicon)
+    assert streams_built == ["eval"] and "evaluation rows loaded from" in caplog.text
+    assert again.to_list() == first.to_list() and sum(map(len, first["doc_lengths"])) == 40
+    assert any(flag for row in again["medical_mask"] for flag in row)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"max_eval_documents": 30}, {"max_seq_length": 128}, {"seed": 1},
+     {"lexicon": Lexicon(["pain"], match_codes=False)}, {"tokenizer": "other"}],
+    ids=["documents", "length", "seed", "lexicon", "tokenizer"],
+)
+def test_eval_set_is_rebuilt_when_its_inputs_change(tmp_path, corpus, embedded_tokenizer, streams_built, change):
+    build(tmp_path, corpus, embedded_tokenizer)
+    tokenizer = embedded_tokenizer
+    if change.pop("tokenizer", None):
+        tokenizer = fresh_tokenizer()
+        tokenizer.add_tokens(["omeprazole"])
+    rebuilt = build(tmp_path, corpus, tokenizer, **change)
+    assert streams_built == ["eval", "eval"]
+    assert build(tmp_path, corpus, tokenizer, **change).to_list() == rebuilt.to_list()
+    assert streams_built == ["eval", "eval"]
+
+
+def test_overwrite_output_dir_rebuilds_the_eval_set(tmp_path, corpus, embedded_tokenizer, streams_built):
+    build(tmp_path, corpus, embedded_tokenizer)
+    build(tmp_path, corpus, embedded_tokenizer, overwrite=True)
+    assert streams_built == ["eval", "eval"]
+
+
+def test_tokenizer_calls_do_not_change_the_fingerprint(corpus):
+    tokenizer = fresh_tokenizer()
+    data_args = DataArguments(sources=[{"name": "notes", "path": "json", "data_files": corpus}])
+    before = pretraining.eval_set_fingerprint(data_args, tokenizer, None, 0)
+    tokenizer(["a note"], truncation=True, max_length=4, padding="max_length")
+    assert tokenizer.backend_tokenizer.truncation is not None
+    assert pretraining.eval_set_fingerprint(data_args, tokenizer, None, 0) == before
