@@ -166,7 +166,11 @@ class Lexicon:
         mapping, costly to return, is asked for).
         """
         encodings = encode_batch(tokenizer, texts)
-        return [e.ids for e in encodings], [_flags_for(self.spans(t), e) for t, e in zip(texts, encodings)]
+        return [e.ids for e in encodings], self.flags(texts, encodings)
+
+    def flags(self, texts: Sequence[str], encodings: Sequence) -> list[list[int]]:
+        """The flags of `tokenize` from `texts` and their `tokenizers` encodings (see `encode_batch`)."""
+        return [_flags_for(self.spans(t), e) for t, e in zip(texts, encodings)]
 
 
 def encode_batch(tokenizer, texts: Sequence[str]) -> list:

@@ -2,7 +2,8 @@
 
 Reading, mixing and sharding use `datasets` (`load_dataset(streaming=True)`, `interleave_datasets`,
 `split_dataset_by_node`). Tokenizing, flagging and packing happen here, in blocks of documents, because packing
-carries open rows from one block to the next, which a stateless `IterableDataset.map` cannot.
+carries open rows from one block to the next, which a stateless `IterableDataset.map` cannot. A thread reads and
+tokenizes the next block while the current one is flagged and packed (`read_ahead`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datasets.distributed import split_dataset_by_node
 from ..configs import DataArguments, SourceConfig
 from ..lexicon import encode_batch
 from .packing import BestFitPacker, chunk_document, row_to_example
+from .read_ahead import read_ahead
 from .sources import format_texts, load_source
 
 logger = logging.getLogger(__name__)
@@ -118,6 +120,7 @@ class PackedStream(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         packer = BestFitPacker(self.data_args.max_seq_length, packing=self.data_args.packing)
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         stats = [[0] * len(STAT_FIELDS) for _ in self.sources]
         skip_rows, block_index = 0, 0
         if self._resume is not None:
@@ -125,12 +128,36 @@ class PackedStream(torch.utils.data.IterableDataset):
             packer.load_state(self._resume["packer"])
             skip_rows, block_index = self._resume["skip_rows"], self._resume["block_index"]
             self._resume = None
+        for documents_state, block, block_stats, encodings, last in read_ahead(self._encoded_blocks()):
+            if self.split == "train":
+                self._remember(block_index, documents_state, packer)
+            for counts, more in zip(stats, block_stats):
+                counts[:] = [a + b for a, b in zip(counts, more)]
+            rows = []
+            for chunk in self._chunks(block, encodings, stats):
+                rows.extend(packer.add(chunk))
+            if last:
+                rows.extend(packer.flush())
+            for k, row in enumerate(rows):
+                if k < skip_rows:  # trained before the checkpoint, counters included
+                    stats = [[0] * len(STAT_FIELDS) for _ in self.sources]
+                    continue
+                example = row_to_example(row, cls_id, sep_id)
+                example["stream_stats"], stats = stats, [[0] * len(STAT_FIELDS) for _ in self.sources]
+                if self.split == "train":
+                    example["stream_position"] = [block_index, k]
+                yield example
+            skip_rows = 0
+            block_index += 1
+
+    def _encoded_blocks(self):
+        """Blocks of documents of this split, tokenized: (documents state at the block's start, [(text, source)],
+        skipped-document counts, encodings, whether it is the last block)."""
         documents = iter(self._documents)
         held_out_seen, limit = 0, self.data_args.max_eval_documents
         while True:
-            if self.split == "train":
-                self._remember(block_index, packer)
-            block = []
+            state = self._documents.state_dict() if self.split == "train" else None
+            block, stats = [], [[0] * len(STAT_FIELDS) for _ in self.sources]
             for row in documents:
                 text = self._checked_text(row, stats)
                 if text is None or is_held_out(text, self.data_args.eval_fraction) != (self.split == "eval"):
@@ -142,23 +169,8 @@ class PackedStream(torch.utils.data.IterableDataset):
                         break
                 if len(block) == self.block_size:
                     break
-            rows = []
-            for chunk in self._chunks(block, stats):
-                rows.extend(packer.add(chunk))
             last = not block or (self.split == "eval" and held_out_seen >= limit)
-            if last:
-                rows.extend(packer.flush())
-            for k, row in enumerate(rows):
-                if k < skip_rows:  # trained before the checkpoint, counters included
-                    stats = [[0] * len(STAT_FIELDS) for _ in self.sources]
-                    continue
-                example = row_to_example(row, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id)
-                example["stream_stats"], stats = stats, [[0] * len(STAT_FIELDS) for _ in self.sources]
-                if self.split == "train":
-                    example["stream_position"] = [block_index, k]
-                yield example
-            skip_rows = 0
-            block_index += 1
+            yield state, block, stats, encode_batch(self.tokenizer, [text for text, _ in block]) if block else [], last
             if last:
                 return
 
@@ -178,14 +190,12 @@ class PackedStream(torch.utils.data.IterableDataset):
             counts[UTF8_REPLACED] += 1
         return text
 
-    def _chunks(self, block: list[tuple[str, int]], stats):
-        if not block:
-            return
+    def _chunks(self, block: list[tuple[str, int]], encodings: list, stats):
         texts = [text for text, _ in block]
+        all_ids = [e.ids for e in encodings]
         if self.lexicon is not None:
-            all_ids, flags = self.lexicon.tokenize(self.tokenizer, texts)
+            flags = self.lexicon.flags(texts, encodings)
         else:
-            all_ids = [e.ids for e in encode_batch(self.tokenizer, texts)]
             flags = [[0] * len(ids) for ids in all_ids]
         for (_, source), ids, doc_flags in zip(block, all_ids, flags):
             counts = stats[source]
@@ -194,8 +204,8 @@ class PackedStream(torch.utils.data.IterableDataset):
                 counts[TOKENS] += len(chunk)
                 yield chunk
 
-    def _remember(self, block_index: int, packer: BestFitPacker) -> None:
-        self._snapshots[block_index] = {"documents": self._documents.state_dict(), "packer": packer.state()}
+    def _remember(self, block_index: int, documents_state: dict, packer: BestFitPacker) -> None:
+        self._snapshots[block_index] = {"documents": documents_state, "packer": packer.state()}
         while len(self._snapshots) > self.keep_snapshots:
             self._snapshots.popitem(last=False)
 
