@@ -9,6 +9,7 @@ Prints a table and writes benchmarks/results/data_pipeline.json:
   baseline; the pipeline makes the second call, offsets included, which the medical flags need); the backend's
   `encode_batch_fast` (ids only, no offsets) is reported too. Runs are interleaved and repeated; the ratio is the
   median of the per-repeat ratios (this machine's wall clock is noisy), with its range;
+- the CPU work ratio: single-threaded CPU seconds of the raw tokenizer over those of the pipeline, at 1024;
 - packing efficiency (non-pad fraction) at 1024 and 8192, packed vs one document per row padded to the length;
 - training non-pad tokens/s of the tiny embedded model on packed vs per-document padded rows at 1024 (same rows per
   batch).
@@ -16,6 +17,7 @@ Prints a table and writes benchmarks/results/data_pipeline.json:
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -56,6 +58,32 @@ def raw_tokenizer_rates(tokenizer, texts):
             n += sum(map(len, call(texts[i : i + BLOCK])))
         rates[name] = n / (time.perf_counter() - start)
     return rates, n
+
+
+def cpu_work_ratio(corpus, tokenizer, lexicon, texts, repeats):
+    """Single-threaded CPU seconds of the raw tokenizer (`encode_batch`, ids) over those of the pipeline at 1024.
+
+    The work ratio bounds the wall-clock ratio on a fully busy machine: overlapping stages can hide idle time, not
+    work. Median of `repeats`.
+    """
+    backend, previous = tokenizer.backend_tokenizer, os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # read by the tokenizer at every call
+    ratios = []
+    try:
+        for _ in range(repeats):
+            start = time.process_time()
+            for i in range(0, len(texts), BLOCK):
+                [e.ids for e in backend.encode_batch(texts[i : i + BLOCK], add_special_tokens=False)]
+            raw = time.process_time() - start
+            start = time.process_time()
+            stream_rows(corpus, tokenizer, lexicon, 1024, packing=True)
+            ratios.append(raw / (time.process_time() - start))
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM")
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+    return statistics.median(ratios)
 
 
 def stream_rows(corpus, tokenizer, lexicon, max_len, packing):
@@ -132,6 +160,7 @@ def main():
     results = {"corpus": args.corpus, "documents": len(texts), "document_tokens": raw_tokens,
                "lexicon_terms": len(lexicon), "repeats": args.repeats, "raw_tokenizer_tokens_per_s": {
                    name: statistics.median(r[name] for r in runs["raw"]) for name in runs["raw"][0]}, "packing": {}}
+    results["cpu_work_ratio_1024"] = cpu_work_ratio(args.corpus, tokenizer, lexicon, texts, repeats=3)
     for max_len in lengths:
         packed, _, _ = stream_rows(args.corpus, tokenizer, lexicon, max_len, packing=True)
         padded, _, _ = stream_rows(args.corpus, tokenizer, None, max_len, packing=False)
@@ -173,6 +202,8 @@ def main():
               f"{low:>5.2f}-{high:<5.2f} {r['pipeline_vs_tokenizer_call']:>8.2f} "
               f"{r['pipeline_vs_ids_without_offsets']:>8.2f} {r['stream_setup_s']:>8.2f} "
               f"{r['packed_non_pad_fraction']:>12.3f} {r['per_document_padded_non_pad_fraction']:>12.3f}")
+    print(f"single-threaded CPU work, raw tokenizer / pipeline at 1024 (median of 3): "
+          f"{results['cpu_work_ratio_1024']:.2f}")
     t = results["training_1024"]
     print(f"training at 1024: packed {t['packed_non_pad_tokens_per_s']:,.0f} vs padded "
           f"{t['padded_non_pad_tokens_per_s']:,.0f} non-pad tokens/s = {t['speedup']:.2f}x")
