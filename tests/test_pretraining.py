@@ -77,6 +77,14 @@ def test_eval_set_is_rebuilt_when_its_inputs_change(tmp_path, corpus, embedded_t
     assert streams_built == ["eval", "eval"]
 
 
+def test_eval_set_is_rebuilt_when_a_local_file_changes(tmp_path, corpus, embedded_tokenizer, streams_built):
+    build(tmp_path, corpus, embedded_tokenizer)
+    with open(corpus, "a") as f:
+        f.write(json.dumps({"text": "note 400: metformin for type 2 diabetes."}) + "\n")
+    build(tmp_path, corpus, embedded_tokenizer)
+    assert streams_built == ["eval", "eval"]
+
+
 def test_overwrite_output_dir_rebuilds_the_eval_set(tmp_path, corpus, embedded_tokenizer, streams_built):
     build(tmp_path, corpus, embedded_tokenizer)
     build(tmp_path, corpus, embedded_tokenizer, overwrite=True)

@@ -15,6 +15,7 @@ from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
+from .data.sources import local_files
 from .data.stream import PackedStream, materialise
 from .evaluation import build_eval_collator
 from .lexicon import Lexicon
@@ -84,11 +85,13 @@ def build_eval_set(data_args: DataArguments, tokenizer, lexicon: Lexicon | None,
 
 
 def eval_set_fingerprint(data_args: DataArguments, tokenizer, lexicon: Lexicon | None, seed: int) -> str:
-    """A digest of everything the evaluation rows depend on."""
+    """A digest of everything the evaluation rows depend on (local files by path, size and modification time)."""
     vocabulary = json.loads(tokenizer.backend_tokenizer.to_str())
     for per_call in ("truncation", "padding"):  # set by every call, not part of what the tokenizer produces
         vocabulary.pop(per_call, None)
-    settings = {"data": asdict(data_args), "seed": seed, "tokenizer": vocabulary}
+    files = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns)
+             for source in data_args.sources for path in local_files(source)]
+    settings = {"data": asdict(data_args), "files": files, "seed": seed, "tokenizer": vocabulary}
     parts = (json.dumps(settings, sort_keys=True, default=str), lexicon.fingerprint() if lexicon else "no lexicon")
     return xxhash.xxh64_hexdigest("\0".join(parts).encode())
 

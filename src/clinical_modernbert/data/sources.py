@@ -57,6 +57,14 @@ def load_source(source: SourceConfig) -> IterableDataset:
     return stream
 
 
+def local_files(source: SourceConfig) -> list[str]:
+    """The files a local source reads (its `data_files` patterns expanded, sorted); [] for a Hub dataset."""
+    if source.path not in LOCAL_BUILDERS:
+        return []
+    patterns = [source.data_files] if isinstance(source.data_files, str) else list(source.data_files or [])
+    return sorted({path for pattern in patterns for path in glob.glob(pattern)})
+
+
 def format_text(source: SourceConfig, row: dict) -> object:
     """The document text of a row: its `text_field`, or `template` filled from the row (None if a field is None)."""
     if source.template is None:

@@ -170,7 +170,8 @@ class PackedStream(torch.utils.data.IterableDataset):
                 if len(block) == self.block_size:
                     break
             last = not block or (self.split == "eval" and held_out_seen >= limit)
-            yield state, block, stats, encode_batch(self.tokenizer, [text for text, _ in block]) if block else [], last
+            encodings = encode_batch(self.tokenizer, [text for text, _ in block]) if block else []
+            yield state, block, stats, encodings, last
             if last:
                 return
 
