@@ -29,7 +29,7 @@ def load_source(source: SourceConfig) -> IterableDataset:
     """Stream one source with `load_dataset(..., streaming=True)`, invalid UTF-8 in local files replaced."""
     kwargs = {}
     if source.path in LOCAL_BUILDERS:
-        files = [source.data_files] if isinstance(source.data_files, str) else list(source.data_files or [])
+        files = _patterns(source)
         if not files:
             raise ValueError(f"Source {source.name!r}: builder {source.path!r} needs data_files")
         for pattern in files:
@@ -61,8 +61,11 @@ def local_files(source: SourceConfig) -> list[str]:
     """The files a local source reads (its `data_files` patterns expanded, sorted); [] for a Hub dataset."""
     if source.path not in LOCAL_BUILDERS:
         return []
-    patterns = [source.data_files] if isinstance(source.data_files, str) else list(source.data_files or [])
-    return sorted({path for pattern in patterns for path in glob.glob(pattern)})
+    return sorted({path for pattern in _patterns(source) for path in glob.glob(pattern)})
+
+
+def _patterns(source: SourceConfig) -> list[str]:
+    return [source.data_files] if isinstance(source.data_files, str) else list(source.data_files or [])
 
 
 def format_text(source: SourceConfig, row: dict) -> object:
