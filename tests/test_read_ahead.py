@@ -8,7 +8,7 @@ from clinical_modernbert.data.read_ahead import read_ahead
 
 
 def test_items_arrive_in_order():
-    assert list(read_ahead(iter(range(1000)), depth=3)) == list(range(1000))
+    assert list(read_ahead(iter(range(1000)))) == list(range(1000))
     assert list(read_ahead(iter([]))) == []
 
 
@@ -34,7 +34,7 @@ def test_closing_the_consumer_stops_the_producer():
             yield i
 
     before = set(threading.enumerate())
-    consumer = read_ahead(items(), depth=1, poll_s=0.01)
+    consumer = read_ahead(items())
     assert [next(consumer) for _ in range(3)] == [0, 1, 2]
     [producer] = set(threading.enumerate()) - before
     consumer.close()

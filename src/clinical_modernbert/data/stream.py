@@ -35,7 +35,7 @@ def materialise(stream: "PackedStream") -> Dataset | None:
     return Dataset.from_list(rows) if rows else None
 
 
-def _documents(batch: dict[str, list], source: SourceConfig, index: int) -> dict[str, list]:
+def _as_documents(batch: dict[str, list], source: SourceConfig, index: int) -> dict[str, list]:
     texts = format_texts(source, batch)
     return {"text": texts, "source": [index] * len(texts)}
 
@@ -92,7 +92,7 @@ class PackedStream(torch.utils.data.IterableDataset):
                 stream = stream.shuffle(seed=self.seed, buffer_size=self.data_args.shuffle_buffer_size)
             streams.append(
                 stream.map(
-                    _documents,
+                    _as_documents,
                     batched=True,
                     fn_kwargs={"source": source, "index": index},
                     remove_columns=list(stream.features) if stream.features else None,
