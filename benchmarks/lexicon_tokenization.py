@@ -6,7 +6,7 @@ Tokenizes the corpus in blocks of 256 documents (as `PackedStream` does) with th
 these modes, interleaved block by block:
 - `tokenize`: ids only, what the stream needs without a lexicon;
 - `tokenize+offsets`: ids and offset mapping;
-- `lexicon.tokenize`: ids and medical flags (no offsets needed);
+- `lexicon.tokenize`: ids and medical flags (`DocumentEncoder`: ids only, the character map from token byte lengths);
 - `offsets+token_flags`: ids and offsets, then flags from the offsets (the stream's former path).
 for each lexicon (the embedded default; the shared drug lists, ~100k terms; all four shared word lists, ~200k terms),
 with the tokenizer single-threaded and multi-threaded (TOKENIZERS_PARALLELISM). Each block's best of `--repeats` runs
@@ -24,6 +24,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from clinical_modernbert.lexicon import Lexicon
+from clinical_modernbert.tokenization import DocumentEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CLINICAL_MODERNBERT_SHARED", ROOT.parent / "shared"))
@@ -37,6 +38,8 @@ LEXICONS = {
 
 
 def modes(tokenizer, lexicon):
+    encoder = DocumentEncoder(tokenizer)
+
     def plain(texts):
         return tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
 
@@ -59,7 +62,7 @@ def modes(tokenizer, lexicon):
     return {
         "tokenize": plain,
         "tokenize+offsets": with_offsets,
-        "lexicon.tokenize": lambda texts: lexicon.tokenize(tokenizer, texts),
+        "lexicon.tokenize": lambda texts: lexicon.tokenize(encoder, texts),
         "offsets+token_flags": from_offsets,
     }
 
@@ -106,7 +109,7 @@ def main():
         start = time.perf_counter()
         lexicon = Lexicon.from_files([str(Path(args.lexicon_dir) / f) for f in files])
         build_s = time.perf_counter() - start
-        flagged = sum(f > 0 for flags in lexicon.tokenize(tokenizer, texts)[1] for f in flags)
+        flagged = sum(f > 0 for flags in lexicon.tokenize(DocumentEncoder(tokenizer), texts)[1] for f in flags)
         for parallel in ("false", "true"):
             os.environ["TOKENIZERS_PARALLELISM"] = parallel  # read by the tokenizer at every call
             seconds = best_times(modes(tokenizer, lexicon), blocks, args.repeats)

@@ -29,6 +29,7 @@ from clinical_modernbert.assets import EMBEDDED_CORPUS, EMBEDDED_TOKENIZER_DIR
 from clinical_modernbert.data.packing import BestFitPacker, chunk_document, row_to_example
 from clinical_modernbert.lexicon import Lexicon
 from clinical_modernbert.masking import MedicalMaskingCollator
+from clinical_modernbert.tokenization import DocumentEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ((8, 8192), (64, 1024), (128, 128))
@@ -42,7 +43,7 @@ def read_texts(path: str) -> list[str]:
 
 def packed_rows(tokenizer, lexicon, texts, max_len, n_rows):
     """At least `n_rows` full packed rows (the corpus is reused as often as needed)."""
-    ids, flags = lexicon.tokenize(tokenizer, texts)
+    ids, flags = lexicon.tokenize(DocumentEncoder(tokenizer), texts)
     packer, rows = BestFitPacker(max_len), []
     while len(rows) < n_rows:
         for doc_ids, doc_flags in zip(ids, flags):

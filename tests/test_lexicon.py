@@ -13,9 +13,9 @@ from clinical_modernbert.lexicon import (
     DEFAULT_CATEGORIES,
     Lexicon,
     _leftmost_longest,
-    encode_batch,
     normalize,
 )
+from clinical_modernbert.tokenization import DocumentEncoder
 
 
 def matched(lexicon, text):
@@ -71,7 +71,7 @@ def test_normalize_keeps_offsets_for_any_text():
 def test_token_flags_mark_every_token_of_a_term(embedded_tokenizer):
     lexicon = Lexicon(["aspirin", "atrial fibrillation", "non-small cell"], match_codes=False)
     text = "Started aspirin for atrial fibrillation and non-small cell cancer."
-    [ids], [flags] = lexicon.tokenize(embedded_tokenizer, [text])
+    [ids], [flags] = lexicon.tokenize(DocumentEncoder(embedded_tokenizer), [text])
     assert ids == embedded_tokenizer(text, add_special_tokens=False)["input_ids"]
     terms, current = [], None
     for token, flag in zip(embedded_tokenizer.convert_ids_to_tokens(ids), flags):
@@ -88,7 +88,7 @@ def test_token_flags_agree_with_an_offset_based_reference(embedded_tokenizer):
     with gzip.open(EMBEDDED_CORPUS, "rt", encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for _, line in zip(range(200), f)]
     lexicon = Lexicon.from_files()
-    _, flags = lexicon.tokenize(embedded_tokenizer, texts)
+    _, flags = lexicon.tokenize(DocumentEncoder(embedded_tokenizer), texts)
     offsets = embedded_tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     n_flagged = 0
     for text, doc_flags, doc_offsets in zip(texts, flags, offsets):
@@ -135,35 +135,6 @@ def test_bad_lexicon_files_fail_with_a_clear_error(tmp_path, content, kind, erro
     args = ([str(path)], []) if kind == "terms" else ([], [str(path)])
     with pytest.raises((FileNotFoundError, ValueError), match=error):
         Lexicon.from_files(*args)
-
-
-def test_tokenize_needs_a_fast_tokenizer():
-    with pytest.raises(TypeError, match="fast tokenizer"):
-        Lexicon(["aspirin"]).tokenize(lambda texts, **kw: None, ["aspirin"])
-
-
-def _encode_batch_matches_the_tokenizer_call(tokenizer, texts):
-    tokenizer.backend_tokenizer.enable_truncation(max_length=8)  # a saved tokenizer may carry truncation
-    tokenizer.backend_tokenizer.enable_padding(length=600)
-    expected = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    tokenizer.backend_tokenizer.enable_truncation(max_length=8)
-    tokenizer.backend_tokenizer.enable_padding(length=600)
-    assert [e.ids for e in encode_batch(tokenizer, texts)] == expected
-    assert max(map(len, expected)) > 8 and min(map(len, expected)) < 600
-
-
-def test_encode_batch_gives_the_tokenizer_call_ids(embedded_tokenizer):
-    texts = ["Omeprazole 20 mg for GERD; İstanbul café — naïve T-cells (CD4+).", "ICD-10 code E11.9: Type 2 diabetes",
-             "  x"]
-    _encode_batch_matches_the_tokenizer_call(embedded_tokenizer, texts)
-
-
-def test_encode_batch_gives_the_real_tokenizer_call_ids():
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(shared_path("modernbert-tokenizer"))
-    lines = shared_path("data/corpus/pubmed_ohsumed.jsonl").read_text(encoding="utf-8").splitlines()
-    _encode_batch_matches_the_tokenizer_call(tokenizer, [json.loads(line)["text"] for line in lines[:300]])
 
 
 def test_shared_word_lists_and_code_tables_load():

@@ -153,15 +153,15 @@ def test_medical_flags_travel_with_tokens(tmp_path, embedded_tokenizer):
 
 def test_resumed_stream_continues_with_the_next_rows(one_source, embedded_tokenizer):
     args = data_args(one_source, eval_fraction=0.0, max_seq_length=48)
-    uninterrupted = list(PackedStream(args, embedded_tokenizer, block_size=16))
-    stream = PackedStream(args, embedded_tokenizer, block_size=16)
+    uninterrupted = list(PackedStream(args, embedded_tokenizer, block_chars=2_000))
+    stream = PackedStream(args, embedded_tokenizer, block_chars=2_000)
     consumed = []
     for row in stream:
         consumed.append(row)
         if len(consumed) == 37:
             break
     state = json.loads(json.dumps(stream.state_dict(consumed[-1]["stream_position"])))  # survives JSON
-    resumed = PackedStream(args, embedded_tokenizer, block_size=16)
+    resumed = PackedStream(args, embedded_tokenizer, block_chars=2_000)
     resumed.load_state_dict(state)
     rest = list(resumed)
     assert consumed + rest == uninterrupted  # rows, positions and counters (none counted twice)
@@ -169,13 +169,13 @@ def test_resumed_stream_continues_with_the_next_rows(one_source, embedded_tokeni
 
 def test_resume_after_the_stream_wrapped_continues_in_its_epoch(one_source, embedded_tokenizer):
     args = data_args(one_source, eval_fraction=0.0, max_seq_length=48)
-    stream = PackedStream(args, embedded_tokenizer, block_size=16, seed=5)
+    stream = PackedStream(args, embedded_tokenizer, block_chars=2_000, seed=5)
     list(stream)  # epoch 0
     stream.set_epoch(1)
     epoch_1 = list(stream)
     stream.set_epoch(1)
     consumed = [row for _, row in zip(range(20), stream)]
-    resumed = PackedStream(args, embedded_tokenizer, block_size=16, seed=5)
+    resumed = PackedStream(args, embedded_tokenizer, block_chars=2_000, seed=5)
     resumed.load_state_dict(stream.state_dict(consumed[-1]["stream_position"]))
     resumed.set_epoch(0)  # what a resumed Trainer does: it counts a stream's epochs from 0 again
     assert consumed + list(resumed) == epoch_1

@@ -47,7 +47,7 @@ def make_trainer(tmp_path, tokenizer, corpus, callbacks=(), **overrides):
     trainer = RecordingTrainer(
         model=ModernBertForMaskedLM(tiny_config(tokenizer)),
         args=args,
-        train_dataset=PackedStream(data_args, tokenizer, block_size=8),
+        train_dataset=PackedStream(data_args, tokenizer, block_chars=800),
         data_collator=collator,
         callbacks=[MaskingScheduleCallback(collator), *callbacks],
     )

@@ -159,34 +159,17 @@ class Lexicon:
                 if match.start() <= last_start:
                     yield match.span()
 
-    def tokenize(self, tokenizer, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+    def tokenize(self, encoder, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
         """Token ids of `texts` (no special tokens) and their flags (0 other, 1 term start, 2 term continuation).
 
-        A token is flagged when it holds a character of a term (the encodings map characters to tokens, so no offset
-        mapping, costly to return, is asked for).
+        `encoder`: a `tokenization.DocumentEncoder`. A token is flagged when it holds a character of a term.
         """
-        encodings = encode_batch(tokenizer, texts)
+        encodings = encoder(texts)
         return [e.ids for e in encodings], self.flags(texts, encodings)
 
     def flags(self, texts: Sequence[str], encodings: Sequence) -> list[list[int]]:
-        """The flags of `tokenize` from `texts` and their `tokenizers` encodings (see `encode_batch`)."""
+        """The flags of `tokenize` from `texts` and their encodings (`DocumentEncoder` output)."""
         return [_flags_for(self.spans(t), e) for t, e in zip(texts, encodings)]
-
-
-def encode_batch(tokenizer, texts: Sequence[str]) -> list:
-    """`tokenizers` encodings of `texts` without special tokens: the ids `tokenizer(texts)` gives, at less cost.
-
-    Calls the fast tokenizer's backend directly (transformers' wrapper converts every encoding to Python dicts first);
-    like the wrapper's own call, it switches off truncation and padding a saved tokenizer may carry.
-    """
-    if not getattr(tokenizer, "is_fast", False):
-        raise TypeError(f"Needs a fast tokenizer (character-to-token map); got {type(tokenizer).__name__}")
-    backend = tokenizer.backend_tokenizer
-    if backend.truncation is not None:
-        backend.no_truncation()
-    if backend.padding is not None:
-        backend.no_padding()
-    return backend.encode_batch(list(texts), add_special_tokens=False)
 
 
 def _leftmost_longest(matches: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -2,8 +2,8 @@
 
 Reading, mixing and sharding use `datasets` (`load_dataset(streaming=True)`, `interleave_datasets`,
 `split_dataset_by_node`). Tokenizing, flagging and packing happen here, in blocks of documents, because packing
-carries open rows from one block to the next, which a stateless `IterableDataset.map` cannot. A thread reads and
-tokenizes the next block while the current one is flagged and packed (`read_ahead`).
+carries open rows from one block to the next, which a stateless `IterableDataset.map` cannot. A thread tokenizes the
+next block while the current one is flagged and packed (`map_ahead`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from datasets import Dataset, interleave_datasets
 from datasets.distributed import split_dataset_by_node
 
 from ..configs import DataArguments, SourceConfig
-from ..lexicon import encode_batch
+from ..tokenization import DocumentEncoder
 from .packing import BestFitPacker, chunk_document, row_to_example
-from .read_ahead import read_ahead
+from .map_ahead import map_ahead
 from .sources import format_texts, load_source
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 # Per-source counters carried by every row (summed by the collator, totalled by the trainer).
 STAT_FIELDS = ("documents", "tokens", "skipped_empty", "skipped_non_string", "utf8_replaced")
 DOCUMENTS, TOKENS, SKIPPED_EMPTY, SKIPPED_NON_STRING, UTF8_REPLACED = range(len(STAT_FIELDS))
+# Characters per tokenizer call (~250k tokens of English): large enough that handing blocks between threads costs
+# little, small enough to start fast.
+BLOCK_CHARS = 1_000_000
 
 
 def materialise(stream: "PackedStream") -> Dataset | None:
@@ -50,7 +53,8 @@ class PackedStream(torch.utils.data.IterableDataset):
 
     Each row is `{"input_ids", "medical_mask", "doc_lengths", "stream_stats"[, "stream_position"]}`. Training rows
     carry their `stream_position`; `state_dict(position)` returns what `load_state_dict` needs to continue right
-    after that row (only the last `keep_snapshots` blocks are remembered).
+    after that row (only the last `keep_snapshots` blocks are remembered). Documents are tokenized in blocks of
+    about `block_chars` characters.
     """
 
     def __init__(
@@ -62,7 +66,7 @@ class PackedStream(torch.utils.data.IterableDataset):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        block_size: int = 256,
+        block_chars: int = BLOCK_CHARS,
         keep_snapshots: int = 64,
     ):
         if split not in ("train", "eval"):
@@ -71,8 +75,9 @@ class PackedStream(torch.utils.data.IterableDataset):
             raise ValueError("No data sources configured (data argument `sources` is empty).")
         self.sources: list[SourceConfig] = data_args.sources
         self.data_args, self.tokenizer, self.lexicon, self.split = data_args, tokenizer, lexicon, split
+        self.encoder = DocumentEncoder(tokenizer)
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.block_size, self.keep_snapshots = block_size, keep_snapshots
+        self.block_chars, self.keep_snapshots = block_chars, keep_snapshots
         self.epoch = 0
         self._documents = self._build_documents()
         self._snapshots: OrderedDict[int, dict] = OrderedDict()
@@ -128,7 +133,7 @@ class PackedStream(torch.utils.data.IterableDataset):
             packer.load_state(self._resume["packer"])
             skip_rows, block_index = self._resume["skip_rows"], self._resume["block_index"]
             self._resume = None
-        for documents_state, block, block_stats, encodings, last in read_ahead(self._encoded_blocks()):
+        for (documents_state, block, block_stats, last), encodings in map_ahead(self._encode, self._blocks()):
             if self.split == "train":
                 self._remember(block_index, documents_state, packer)
             for counts, more in zip(stats, block_stats):
@@ -150,14 +155,14 @@ class PackedStream(torch.utils.data.IterableDataset):
             skip_rows = 0
             block_index += 1
 
-    def _encoded_blocks(self):
-        """Blocks of documents of this split, tokenized: (documents state at the block's start, [(text, source)],
-        skipped-document counts, encodings, whether it is the last block)."""
+    def _blocks(self):
+        """Blocks of documents of this split: (documents state at the block's start, [(text, source)], skipped-document
+        counts, whether it is the last block)."""
         documents = iter(self._documents)
         held_out_seen, limit = 0, self.data_args.max_eval_documents
         while True:
             state = self._documents.state_dict() if self.split == "train" else None
-            block, stats = [], [[0] * len(STAT_FIELDS) for _ in self.sources]
+            block, stats, chars = [], [[0] * len(STAT_FIELDS) for _ in self.sources], 0
             for row in documents:
                 text = self._checked_text(row, stats)
                 if text is None or is_held_out(text, self.data_args.eval_fraction) != (self.split == "eval"):
@@ -167,13 +172,17 @@ class PackedStream(torch.utils.data.IterableDataset):
                     held_out_seen += 1
                     if held_out_seen >= limit:
                         break
-                if len(block) == self.block_size:
+                chars += len(text)
+                if chars >= self.block_chars:
                     break
             last = not block or (self.split == "eval" and held_out_seen >= limit)
-            encodings = encode_batch(self.tokenizer, [text for text, _ in block]) if block else []
-            yield state, block, stats, encodings, last
+            yield state, block, stats, last
             if last:
                 return
+
+    def _encode(self, block: tuple) -> list:
+        _, documents, _, _ = block
+        return self.encoder.encode([text for text, _ in documents])
 
     def _checked_text(self, row: dict, stats) -> str | None:
         text, counts = row["text"], stats[row["source"]]
@@ -192,11 +201,13 @@ class PackedStream(torch.utils.data.IterableDataset):
         return text
 
     def _chunks(self, block: list[tuple[str, int]], encodings: list, stats):
-        texts = [text for text, _ in block]
-        all_ids = [e.ids for e in encodings]
         if self.lexicon is not None:
+            texts = [text for text, _ in block]
+            encodings = self.encoder.map_characters(texts, encodings)
             flags = self.lexicon.flags(texts, encodings)
+            all_ids = [e.ids for e in encodings]
         else:
+            all_ids = [e.ids for e in encodings]
             flags = [[0] * len(ids) for ids in all_ids]
         for (_, source), ids, doc_flags in zip(block, all_ids, flags):
             counts = stats[source]
