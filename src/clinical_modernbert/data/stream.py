@@ -205,9 +205,8 @@ class PackedStream(torch.utils.data.IterableDataset):
             texts = [text for text, _ in block]
             encodings = self.encoder.map_characters(texts, encodings)
             flags = self.lexicon.flags(texts, encodings)
-            all_ids = [e.ids for e in encodings]
-        else:
-            all_ids = [e.ids for e in encodings]
+        all_ids = [e.ids for e in encodings]
+        if self.lexicon is None:
             flags = [[0] * len(ids) for ids in all_ids]
         for (_, source), ids, doc_flags in zip(block, all_ids, flags):
             counts = stats[source]
