@@ -11,8 +11,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from clinical_modernbert.lexicon import Lexicon
 from clinical_modernbert.tokenization import DocumentEncoder, TiledEncoding
 
-PIECES = ["café", "naïve", "µg", "≥5", "±", "İstanbul", "β-blocker", "日本語", "😀", "ﬁbrosis", "\u00a0", "  ", "\t",
-          "\n\n", "Aspirin", "250.00", "E11.9", "(CD4+)", "--", "x", "[CLS]", "<|padding|>", "     "]
+PIECES = ["café", "naïve", "µg", "≥5", "±", "İstanbul", "β-blocker", "日本語", "😀", "ﬁbrosis", "\u00a0", "  ",
+          "\t", "\n\n", "Aspirin", "250.00", "E11.9", "(CD4+)", "--", "x", "[CLS]", "<|padding|>", "     "]
 
 
 def random_texts(n: int, seed: int = 0) -> list[str]:
@@ -93,8 +93,8 @@ def _ids_equal_the_tokenizer_call(tokenizer, texts):
 
 
 def test_ids_are_those_of_the_tokenizer_call(embedded_tokenizer):
-    texts = ["Omeprazole 20 mg for GERD; İstanbul café — naïve T-cells (CD4+).", "ICD-10 code E11.9: Type 2 diabetes",
-             "  x"]
+    texts = ["Omeprazole 20 mg for GERD; İstanbul café — naïve T-cells (CD4+).",
+             "ICD-10 code E11.9: Type 2 diabetes", "  x"]
     _ids_equal_the_tokenizer_call(embedded_tokenizer, texts)
 
 
@@ -116,4 +116,5 @@ def _byte_level_bpe_with_unknown_token() -> PreTrainedTokenizerFast:
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["[UNK]"], show_progress=False)
     backend.train_from_iterator(["Naive: naïve, café. Fill the here. Unseen byte"] * 10, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", mask_token=AddedToken("[MASK]", lstrip=True, special=True))
+    mask = AddedToken("[MASK]", lstrip=True, special=True)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", mask_token=mask)

@@ -27,6 +27,7 @@ import ahocorasick
 import xxhash
 
 from .assets import LEXICON_DIR
+from .tokenization import DocumentEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -159,10 +160,10 @@ class Lexicon:
                 if match.start() <= last_start:
                     yield match.span()
 
-    def tokenize(self, encoder, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+    def tokenize(self, encoder: DocumentEncoder, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
         """Token ids of `texts` (no special tokens) and their flags (0 other, 1 term start, 2 term continuation).
 
-        `encoder`: a `tokenization.DocumentEncoder`. A token is flagged when it holds a character of a term.
+        A token is flagged when it holds a character of a term.
         """
         encodings = encoder(texts)
         return [e.ids for e in encodings], self.flags(texts, encodings)
