@@ -22,12 +22,15 @@ import re
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ahocorasick
 import xxhash
 
 from .assets import LEXICON_DIR
-from .tokenization import DocumentEncoder
+
+if TYPE_CHECKING:  # the Space ships this module without tokenization.py
+    from .tokenization import DocumentEncoder
 
 logger = logging.getLogger(__name__)
 
