@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -93,7 +94,11 @@ def test_two_process_cpu_ddp(tmp_path):
     if shutil.which("accelerate") is None:
         pytest.skip("accelerate CLI not on PATH")
     out = tmp_path / "ddp"
-    launcher = ["accelerate", "launch", "--config_file", str(REPO_ROOT / "recipes/accelerate_configs/cpu_ddp.yaml")]
+    with socket.socket() as probe:  # a free rendezvous port: the default 29500 may be held by another run
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = ["accelerate", "launch", "--config_file", str(REPO_ROOT / "recipes/accelerate_configs/cpu_ddp.yaml"),
+                "--main_process_port", str(port)]
     result = run_recipe("--output_dir", str(out), *FAST, "--use_cpu", "true", launcher=launcher)
     facts = json.loads((out / "run_facts.json").read_text())
     assert facts["global_batch_size"] == 8  # 4 per process x 2 processes
