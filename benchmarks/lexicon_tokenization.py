@@ -2,8 +2,8 @@
 
     python benchmarks/lexicon_tokenization.py [--corpus ../shared/data/corpus/pubmed_ohsumed.jsonl] [--repeats 5]
 
-Tokenizes the corpus in blocks of 256 documents (as `PackedStream` does) with the real ModernBERT tokenizer, in
-these modes, interleaved block by block:
+Tokenizes the corpus in blocks of 256 documents with the real ModernBERT tokenizer, in these modes, interleaved block
+by block:
 - `tokenize`: ids only, what the stream needs without a lexicon;
 - `tokenize+offsets`: ids and offset mapping;
 - `lexicon.tokenize`: ids and medical flags (`DocumentEncoder`: ids only, the character map from token byte lengths);
@@ -37,9 +37,7 @@ LEXICONS = {
 }
 
 
-def modes(tokenizer, lexicon):
-    encoder = DocumentEncoder(tokenizer)
-
+def modes(tokenizer, encoder, lexicon):
     def plain(texts):
         return tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
 
@@ -99,6 +97,7 @@ def main():
             raise SystemExit(f"needs {path} (the project's ../shared folder); pass --corpus/--tokenizer/--lexicon_dir")
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    encoder = DocumentEncoder(tokenizer)
     with open(args.corpus, encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for line in f][: args.max_documents]
     blocks = [texts[i : i + BLOCK] for i in range(0, len(texts), BLOCK)]
@@ -109,10 +108,10 @@ def main():
         start = time.perf_counter()
         lexicon = Lexicon.from_files([str(Path(args.lexicon_dir) / f) for f in files])
         build_s = time.perf_counter() - start
-        flagged = sum(f > 0 for flags in lexicon.tokenize(DocumentEncoder(tokenizer), texts)[1] for f in flags)
+        flagged = sum(f > 0 for flags in lexicon.tokenize(encoder, texts)[1] for f in flags)
         for parallel in ("false", "true"):
             os.environ["TOKENIZERS_PARALLELISM"] = parallel  # read by the tokenizer at every call
-            seconds = best_times(modes(tokenizer, lexicon), blocks, args.repeats)
+            seconds = best_times(modes(tokenizer, encoder, lexicon), blocks, args.repeats)
             results["runs"].append({
                 "lexicon": lexicon_name, "terms": lexicon.n_terms, "build_s": build_s,
                 "flagged_token_share": flagged / n_tokens, "tokenizer_parallel": parallel == "true",
