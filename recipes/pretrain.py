@@ -12,6 +12,7 @@ from pathlib import Path
 import transformers
 from transformers import set_seed
 
+from clinical_modernbert.checkpoints import RUN_FACTS_FILE, resolve_checkpoint, run_is_finished
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from clinical_modernbert.evaluation import MLMTopKMetrics
 from clinical_modernbert.hub import claim_push_to_hub, push_model_dir
@@ -20,12 +21,10 @@ from clinical_modernbert.masking import MaskingScheduleCallback
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.pretraining import (
-    RUN_FACTS_FILE,
     build_collators,
     build_datasets,
     carry_vocabulary_report,
     log_realised_mixture,
-    resolve_checkpoint,
     run_facts,
     set_cpu_threads,
 )
@@ -36,6 +35,8 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded_default.yaml"
 
 
 def main(model_args, data_args, masking_args, training_args):
+    if run_is_finished(training_args):
+        return
     publish = claim_push_to_hub(training_args)
     set_cpu_threads(training_args)
     set_seed(training_args.seed)
@@ -75,8 +76,8 @@ def main(model_args, data_args, masking_args, training_args):
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
     if trainer.is_world_process_zero():
-        save_json(facts, Path(training_args.output_dir) / RUN_FACTS_FILE)
         carry_vocabulary_report(model_args, training_args.output_dir)
+        save_json(facts, Path(training_args.output_dir) / RUN_FACTS_FILE)  # last: it marks the run finished
         logger.info("Save: model, tokenizer and run facts in %s", training_args.output_dir)
         logger.info(
             "Load it with: AutoModelForMaskedLM.from_pretrained(%r) or pipeline('fill-mask', model=%r)",

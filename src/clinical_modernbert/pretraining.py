@@ -1,4 +1,4 @@
-"""The building blocks `recipes/pretrain.py` assembles: data, collators, checkpoint resolution, run facts."""
+"""The building blocks `recipes/pretrain.py` assembles: data, collators, run facts."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import xxhash
 from datasets import Dataset
-from transformers.trainer_utils import get_last_checkpoint
 
+from .checkpoints import RUN_FACTS_FILE  # noqa: F401 (where the model card looks it up)
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from .data.sources import local_files
 from .data.stream import PackedStream, materialise
@@ -24,7 +24,6 @@ from .vocabulary import REPORT_FILE as VOCABULARY_REPORT_FILE
 
 logger = logging.getLogger(__name__)
 
-RUN_FACTS_FILE = "run_facts.json"
 EVAL_SET_DIR = "eval_set"
 FINGERPRINT_FILE = "fingerprint.txt"
 
@@ -120,24 +119,6 @@ def set_cpu_threads(args: PretrainConfig) -> None:
     if args.device.type == "cpu":
         torch.set_num_threads(args.cpu_threads or max(1, (os.cpu_count() or 1) // args.world_size))
         logger.info("Train: %d CPU threads per process", torch.get_num_threads())
-
-
-def resolve_checkpoint(args: PretrainConfig) -> str | None:
-    """The checkpoint to resume from: explicit, else the last one in output_dir unless starting fresh."""
-    if args.resume_from_checkpoint:
-        if not Path(args.resume_from_checkpoint).is_dir():
-            raise FileNotFoundError(f"resume_from_checkpoint not found: {args.resume_from_checkpoint}")
-        return args.resume_from_checkpoint
-    if not Path(args.output_dir).is_dir():
-        return None
-    last = get_last_checkpoint(args.output_dir)
-    if last is None:
-        return None
-    if args.overwrite_output_dir:
-        logger.info("Train: starting fresh although %s holds %s (overwrite_output_dir)", args.output_dir, last)
-        return None
-    logger.info("Train: resuming from %s (pass --overwrite_output_dir true to start fresh)", last)
-    return last
 
 
 def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, masking_args: MaskingArguments, lexicon):

@@ -10,9 +10,12 @@ from pathlib import Path
 import torch
 from accelerate.data_loader import DataLoaderShard
 from torch.utils.data import DataLoader
-from transformers import Trainer
+from transformers import Trainer, TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from .attention import packed_attention_inputs
+from .checkpoints import mark_complete, rotate_checkpoints, unmark
 from .data.stream import STAT_FIELDS, PackedStream
 
 logger = logging.getLogger(__name__)
@@ -29,7 +32,7 @@ class MLMTrainer(Trainer):
     - evaluates with `eval_data_collator` (fixed masking rate and seed), handing `(labels, medical_mask)` to the
       metrics (see `evaluation.MLMTopKMetrics`);
     - totals the per-source stream counters and masking counters, logs the masking shares;
-    - saves the stream position with each checkpoint and restores it on resume.
+    - saves the stream position with each checkpoint, marks checkpoints complete, and restores it on resume.
     """
 
     def __init__(self, *args, eval_data_collator=None, **kwargs):
@@ -130,9 +133,26 @@ class MLMTrainer(Trainer):
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if not isinstance(self.train_dataset, PackedStream):
-            return
+        """The Trainer's save, then every process's stream state; marked complete once all are written, and only
+        then are older checkpoints rotated away (see `checkpoints`)."""
+        run_dir = self._get_output_dir(trial)
+        checkpoint = Path(run_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            unmark(checkpoint)  # a folder saved again (a rerun from an earlier checkpoint) is incomplete meanwhile
+        # the Trainer rotates inside its save, before our files and the manifest exist: we rotate after them
+        save_total_limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = save_total_limit
+        if isinstance(self.train_dataset, PackedStream):
+            self._save_stream_state(checkpoint)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            mark_complete(checkpoint)
+            rotate_checkpoints(run_dir, save_total_limit, keep=(checkpoint, self.state.best_model_checkpoint))
+
+    def _save_stream_state(self, checkpoint: Path) -> None:
         state = {
             "stream_totals": self.stream_totals.tolist(),
             "mask_totals": self.mask_totals.tolist(),
@@ -142,27 +162,47 @@ class MLMTrainer(Trainer):
             logger.warning("Stream position not saved: it lives in dataloader workers (resume will re-read).")
         elif self._stream_position is not None:
             state["stream"] = self.train_dataset.state_dict(self._stream_position)
-        checkpoint = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
         checkpoint.mkdir(parents=True, exist_ok=True)
         (checkpoint / STREAM_STATE_FILE.format(rank=self.args.process_index)).write_text(json.dumps(state))
 
+    def _load_stream_state(self, checkpoint: Path) -> None:
+        path = checkpoint / STREAM_STATE_FILE.format(rank=self.args.process_index)
+        if not path.is_file():
+            raise ValueError(
+                f"{path} is missing: {checkpoint} was saved by a run with another number of processes or without "
+                "the stream. Resume with the processes that saved it, or pass --overwrite_output_dir true."
+            )
+        state = json.loads(path.read_text())
+        self.stream_totals = torch.tensor(state["stream_totals"], dtype=torch.long)
+        self.mask_totals = torch.tensor(state["mask_totals"], dtype=torch.long)
+        self.tokens_seen = state["tokens_seen"]
+        if "stream" in state:
+            self.train_dataset.load_state_dict(state["stream"])
+            self.args.ignore_data_skip = True
+            logger.info("Data: stream continues after its saved position in %s", checkpoint)
+        else:
+            logger.warning("Data: %s has no stream position; re-reading the stream to skip seen batches", path)
+
     def train(self, resume_from_checkpoint=None, **kwargs):
-        if resume_from_checkpoint and isinstance(self.train_dataset, PackedStream):
-            path = Path(resume_from_checkpoint) / STREAM_STATE_FILE.format(rank=self.args.process_index)
-            state = json.loads(path.read_text()) if path.is_file() else {}
-            if state:
-                self.stream_totals = torch.tensor(state["stream_totals"], dtype=torch.long)
-                self.mask_totals = torch.tensor(state["mask_totals"], dtype=torch.long)
-                self.tokens_seen = state["tokens_seen"]
-            if "stream" in state:
-                self.train_dataset.load_state_dict(state["stream"])
-                self.args.ignore_data_skip = True
-                logger.info("Data: stream continues after its saved position in %s", resume_from_checkpoint)
-            else:
-                logger.warning("Data: %s has no stream position; re-reading the stream to skip seen batches", path)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        if not resume_from_checkpoint:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        checkpoint = Path(resume_from_checkpoint)
+        if isinstance(self.train_dataset, PackedStream):
+            self._load_stream_state(checkpoint)
+        state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME))
+        if state.global_step < self.args.max_steps:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        # the Trainer would train one step past max_steps: take the checkpoint as the trained model instead
+        self._load_from_checkpoint(str(checkpoint))
+        self.state = state
+        if self.is_world_process_zero():
+            logger.info("Train: %s holds step %d of max_steps %d; nothing left to train", checkpoint,
+                        state.global_step, self.args.max_steps)
+        return TrainOutput(state.global_step, 0.0, {})
 
 
 def save_json(data: dict, path: str | os.PathLike) -> None:
-    """Write a JSON file (used for the run's facts read by the model card)."""
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Write a JSON file whole or not at all (used for the run's facts read by the model card)."""
+    staging = Path(f"{path}.tmp")
+    staging.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(staging, path)
