@@ -148,8 +148,16 @@ def test_a_missing_stream_state_is_an_error_not_a_silent_restart_of_the_counters
     checkpoint = run_dir / "checkpoint-2"
     (checkpoint / STREAM_STATE).unlink()
     trainer = make_trainer(run_dir, embedded_tokenizer, write_corpus(run_dir / "corpus.jsonl"), max_steps=4)
-    with pytest.raises(ValueError, match=f"{STREAM_STATE} is missing"):
+    with pytest.raises(ValueError, match=f"{STREAM_STATE} is missing or belongs to another number of processes"):
         trainer.train(resume_from_checkpoint=str(checkpoint))
+
+
+def test_a_stream_state_of_another_number_of_processes_is_an_error(run_dir, embedded_tokenizer):
+    path = run_dir / "checkpoint-2" / STREAM_STATE
+    path.write_text(json.dumps({**json.loads(path.read_text()), "world_size": 2}))
+    trainer = make_trainer(run_dir, embedded_tokenizer, write_corpus(run_dir / "corpus.jsonl"), max_steps=4)
+    with pytest.raises(ValueError, match="saved by 2 processes, this run has 1"):
+        trainer.train(resume_from_checkpoint=str(run_dir / "checkpoint-2"))
 
 
 def test_resuming_a_checkpoint_at_max_steps_trains_nothing(run_dir, embedded_tokenizer):

@@ -158,8 +158,10 @@ def resolve_checkpoint(args) -> str | None:
                 chosen = checkpoint
                 break
             set_aside(checkpoint, problem)
-    if chosen is not None and args.should_log:
+    if args.should_log and chosen is not None:
         logger.info("Train: resuming from %s (pass --overwrite_output_dir true to start over)", chosen)
+    elif args.should_log and (output_dir / INCOMPLETE_DIR).is_dir():
+        logger.info("Train: no complete checkpoint in %s; starting from step 0", output_dir)
     return None if chosen is None else str(chosen)
 
 

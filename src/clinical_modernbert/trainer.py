@@ -154,6 +154,7 @@ class MLMTrainer(Trainer):
 
     def _save_stream_state(self, checkpoint: Path) -> None:
         state = {
+            "world_size": self.args.world_size,  # each process's stream is its shard of the corpus
             "stream_totals": self.stream_totals.tolist(),
             "mask_totals": self.mask_totals.tolist(),
             "tokens_seen": self.tokens_seen,
@@ -167,12 +168,14 @@ class MLMTrainer(Trainer):
 
     def _load_stream_state(self, checkpoint: Path) -> None:
         path = checkpoint / STREAM_STATE_FILE.format(rank=self.args.process_index)
-        if not path.is_file():
+        state = json.loads(path.read_text()) if path.is_file() else {}
+        if state.get("world_size") != self.args.world_size:
+            saved_by = f"{state['world_size']} processes" if state else "a run that did not save it"
             raise ValueError(
-                f"{path} is missing: {checkpoint} was saved by a run with another number of processes or without "
-                "the stream. Resume with the processes that saved it, or pass --overwrite_output_dir true."
+                f"{path} is missing or belongs to another number of processes: {checkpoint} was saved by {saved_by}, "
+                f"this run has {self.args.world_size}. Resume with the processes that saved it, or pass "
+                "--overwrite_output_dir true."
             )
-        state = json.loads(path.read_text())
         self.stream_totals = torch.tensor(state["stream_totals"], dtype=torch.long)
         self.mask_totals = torch.tensor(state["mask_totals"], dtype=torch.long)
         self.tokens_seen = state["tokens_seen"]
