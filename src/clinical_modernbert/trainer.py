@@ -168,14 +168,15 @@ class MLMTrainer(Trainer):
 
     def _load_stream_state(self, checkpoint: Path) -> None:
         path = checkpoint / STREAM_STATE_FILE.format(rank=self.args.process_index)
-        state = json.loads(path.read_text()) if path.is_file() else {}
-        if state.get("world_size") != self.args.world_size:
-            saved_by = f"{state['world_size']} processes" if state else "a run that did not save it"
-            raise ValueError(
-                f"{path} is missing or belongs to another number of processes: {checkpoint} was saved by {saved_by}, "
-                f"this run has {self.args.world_size}. Resume with the processes that saved it, or pass "
-                "--overwrite_output_dir true."
-            )
+        fix = "Resume with the processes that saved it, or pass --overwrite_output_dir true."
+        if not path.is_file():
+            raise ValueError(f"{path} is missing: {checkpoint} was saved by fewer processes, or without the stream. "
+                             + fix)
+        state = json.loads(path.read_text())
+        saved_by = state.get("world_size", self.args.world_size)  # older stream states did not record it
+        if saved_by != self.args.world_size:
+            raise ValueError(f"{checkpoint} was saved by {saved_by} processes, this run has {self.args.world_size}. "
+                             + fix)
         self.stream_totals = torch.tensor(state["stream_totals"], dtype=torch.long)
         self.mask_totals = torch.tensor(state["mask_totals"], dtype=torch.long)
         self.tokens_seen = state["tokens_seen"]
