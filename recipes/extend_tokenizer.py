@@ -15,7 +15,6 @@ import json
 import logging
 from pathlib import Path
 
-
 from clinical_modernbert.configs import ModelArguments
 from clinical_modernbert.lexicon import read_terms
 from clinical_modernbert.logging_setup import setup_logging
