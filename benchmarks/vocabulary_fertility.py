@@ -25,6 +25,7 @@ from transformers import AutoTokenizer
 
 from clinical_modernbert.configs import SourceConfig
 from clinical_modernbert.lexicon import read_terms
+from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
 from clinical_modernbert.vocabulary import extend_tokenizer, fertility_report, mine_candidates, read_corpus
@@ -138,5 +139,5 @@ def print_table(result: dict, columns: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     main(*parse_recipe_args([BenchmarkArguments]))

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from clinical_modernbert.assets import EMBEDDED_CORPUS, EMBEDDED_TOKENIZER_DIR, read_code_table
+from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.sample_corpus import SampleCorpusGenerator
 from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
@@ -40,5 +41,5 @@ def main(args: AssetArguments):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     main(*parse_recipe_args([AssetArguments]))

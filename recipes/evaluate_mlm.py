@@ -9,9 +9,7 @@ With `--sparse_prediction true` the head runs on masked positions only: same num
 """
 
 import logging
-import sys
 
-import transformers
 from accelerate import PartialState
 from transformers import set_seed
 
@@ -26,6 +24,7 @@ from clinical_modernbert.evaluation import (
     format_table,
     results_path,
 )
+from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.trainer import save_json
@@ -58,7 +57,5 @@ def main(model_args, data_args, eval_args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    transformers.utils.logging.set_verbosity_warning()
+    setup_logging()
     main(*parse_recipe_args([ModelArguments, DataArguments, EvaluationArguments]))

@@ -13,13 +13,11 @@ after, read by the model card) and, in extend mode, `added_tokens.tsv` (form, id
 
 import json
 import logging
-import sys
 from pathlib import Path
-
-import transformers
 
 from clinical_modernbert.configs import ModelArguments
 from clinical_modernbert.lexicon import read_terms
+from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
@@ -92,7 +90,5 @@ def main(args: VocabularyArguments) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    transformers.utils.logging.set_verbosity_warning()
+    setup_logging()
     main(*parse_recipe_args([VocabularyArguments]))

@@ -5,11 +5,9 @@
 """
 
 import logging
-import sys
-
-import transformers
 
 from clinical_modernbert.finetuning import FinetuneArguments, FinetuneTrainingArguments, finetune, results_path
+from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.trainer import save_json
 
@@ -29,7 +27,5 @@ def main(args, training_args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    transformers.utils.logging.set_verbosity_warning()
+    setup_logging()
     main(*parse_recipe_args([FinetuneArguments, FinetuneTrainingArguments]))

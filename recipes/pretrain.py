@@ -6,10 +6,8 @@
 """
 
 import logging
-import sys
 from pathlib import Path
 
-import transformers
 from transformers import set_seed
 
 from clinical_modernbert.checkpoints import RUN_FACTS_FILE, resolve_checkpoint, run_is_finished
@@ -17,6 +15,7 @@ from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelAr
 from clinical_modernbert.evaluation import MLMTopKMetrics
 from clinical_modernbert.hub import claim_push_to_hub, push_model_dir
 from clinical_modernbert.lexicon import Lexicon
+from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.masking import MaskingScheduleCallback
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
@@ -89,8 +88,6 @@ def main(model_args, data_args, masking_args, training_args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    transformers.utils.logging.set_verbosity_warning()
+    setup_logging()
     main(*parse_recipe_args([ModelArguments, DataArguments, MaskingArguments, PretrainConfig],
                             default_config=DEFAULT_CONFIG))

@@ -8,9 +8,9 @@ The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT points the upload 
 """
 
 import logging
-import sys
 
 from clinical_modernbert.hub import PushArguments, push_model_dir, push_space
+from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.parsing import parse_recipe_args
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,5 @@ def main(args: PushArguments):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
+    setup_logging()
     main(*parse_recipe_args([PushArguments]))

@@ -19,11 +19,14 @@ from huggingface_hub import ModelCard
 from transformers import AutoConfig, AutoTokenizer, ModernBertForMaskedLM
 
 from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
+from clinical_modernbert.hub import plan_model_upload
 from clinical_modernbert.model_card import (
     HELD_OUT_FILE,
+    MEASURED_KEYS,
     MLM_EVAL_FILE,
-    TEMPLATE_PATH,
+    PLOT_FILE,
     VOCABULARY_FILE,
+    card_template,
     plot_training_curves,
     read_run,
     render_model_card,
@@ -223,7 +226,7 @@ def test_evaluation_vocabulary_and_downstream_sections(model_dir):
 
 def test_template_holds_no_typed_figures():
     """Outside Jinja expressions, code examples and the citation, the template has no digit at all."""
-    template = TEMPLATE_PATH.read_text()
+    template = card_template()
     static = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", "", template, flags=re.DOTALL)
     static = re.sub(r"```.*?```", "", static, flags=re.DOTALL)
     assert re.findall(r".*\d.*", static) == []
@@ -235,8 +238,66 @@ def test_plot_is_drawn_from_the_log_history():
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
     changed = [dict(entry, loss=entry["loss"] * 3) if "loss" in entry else entry for entry in log]
     assert plot_training_curves(changed) != plot_training_curves(log)
-    with pytest.raises(ValueError, match="no training-loss entry"):
-        plot_training_curves([{"eval_loss": 1.0, "step": 1}])
+
+
+def test_plot_draws_what_was_logged_and_nothing_without_a_loss():
+    log = sample_run_facts()["log_history"]
+    without_rates = [{k: v for k, v in e.items() if k in ("loss", "eval_loss", "step")} for e in log]
+    held_out_only = [e for e in log if "eval_loss" in e]
+    for partial in (without_rates, held_out_only):  # curves not logged are named "not measured" in the legend
+        assert plot_training_curves(partial).startswith(b"\x89PNG")
+        assert plot_training_curves(partial) != plot_training_curves(log)
+    assert plot_training_curves(SHORT_RUN_LOG) is None
+    assert plot_training_curves([]) is None
+
+
+# What the Trainer logs for a run shorter than its logging interval, not evaluated: the end-of-training summary only.
+SHORT_RUN_LOG = [{"train_runtime": 3.2, "train_samples_per_second": 5.0, "train_steps_per_second": 0.6,
+                  "total_flos": 1234.0, "train_loss": 8.1, "epoch": 0.5, "step": 2}]
+
+
+def test_run_shorter_than_its_logging_interval_renders_without_a_plot(model_dir):
+    write(model_dir / RUN_FACTS_FILE, sample_run_facts(steps=2, log_history=SHORT_RUN_LOG))
+    rendered = render_model_card(model_dir, REPO_ID)
+    assert rendered.plot_png is None
+    assert "Training curves: not measured (no loss was logged" in rendered.card.text
+    assert PLOT_FILE not in rendered.card.text
+    plan = plan_model_upload(model_dir, REPO_ID)
+    assert PLOT_FILE not in plan.files and plan.readme == str(rendered.card)
+
+
+@pytest.mark.parametrize("absent", ["missing", "null"])
+def test_measurements_the_run_lacks_read_not_measured(model_dir, absent):
+    facts = sample_run_facts()
+    for key in MEASURED_KEYS:
+        if absent == "missing":
+            del facts[key]
+        else:
+            facts[key] = None
+    write(model_dir / RUN_FACTS_FILE, facts)
+    text = render_model_card(model_dir, REPO_ID).card.text
+    for line in [
+        "| Tokens trained (non-padding, counted during training) | not measured |",
+        "| Optimizer steps | not measured |",
+        "| Mean tokens per step | not measured |",
+        "| pubmed | `ncbi/pubmed` | 75.0% | not measured | not measured | not measured |",
+        "| notes | `json` | 25.0% | not measured | not measured | not measured |",
+        "| Realised masking rate over the run | not measured |",
+        "| Medical share of maskable tokens / of masked tokens | not measured / not measured |",
+        "Training curves: not measured",
+    ]:
+        assert line in text, line
+
+
+def test_zero_steps_and_an_unread_source(model_dir):
+    facts = sample_run_facts(steps=0, tokens_trained=0, masking_counts={}, log_history=[])
+    del facts["sources"]["notes"]
+    write(model_dir / RUN_FACTS_FILE, facts)
+    text = render_model_card(model_dir, REPO_ID).card.text
+    assert "| Optimizer steps | 0 |" in text and "| Mean tokens per step | not measured |" in text
+    assert "| pubmed | `ncbi/pubmed` | 75.0% | 301 | 90,001 | 100.0% |" in text
+    assert "| notes | `json` | 25.0% | not measured | not measured | not measured |" in text
+    assert "| Realised masking rate over the run | not measured |" in text
 
 
 def corrupt(report: dict, path: str, value) -> dict:
@@ -300,17 +361,33 @@ def test_missing_run_facts_or_weights_are_refused(model_dir):
         read_run(model_dir)
 
 
-@pytest.mark.slow
-def test_card_of_a_real_pretraining_run(tmp_path):
-    """`recipes/pretrain.py` runs three steps; the card shows what its run_facts.json and eval_results.json hold."""
+def pretrain_tiny(tmp_path: Path, *args: str) -> Path:
+    """`recipes/pretrain.py` on a tiny model for a few steps; its output directory."""
     tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_TOKENIZER_DIR)
     tiny_config(tokenizer).to_json_file(tmp_path / "tiny.json")
     out = tmp_path / "run"
-    command = [sys.executable, "recipes/pretrain.py", "--max_steps", "3", "--output_dir", str(out),
-               "--save_strategy", "no", "--logging_steps", "1", "--per_device_train_batch_size", "4",
-               "--max_seq_length", "64", "--max_eval_documents", "8", "--model_config", str(tmp_path / "tiny.json")]
+    command = [sys.executable, "recipes/pretrain.py", "--output_dir", str(out), "--save_strategy", "no",
+               "--per_device_train_batch_size", "4", "--max_seq_length", "64",
+               "--model_config", str(tmp_path / "tiny.json"), *args]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_card_of_a_real_run_shorter_than_its_logging_interval(tmp_path):
+    out = pretrain_tiny(tmp_path, "--max_steps", "2", "--logging_steps", "10", "--max_eval_documents", "0")
+    facts = json.loads((out / RUN_FACTS_FILE).read_text())
+    assert not [entry for entry in facts["log_history"] if "loss" in entry or "eval_loss" in entry]
+    rendered = render_model_card(out, REPO_ID)
+    assert rendered.plot_png is None and "Training curves: not measured" in rendered.card.text
+    assert "| Optimizer steps | 2 |" in rendered.card.text
+
+
+@pytest.mark.slow
+def test_card_of_a_real_pretraining_run(tmp_path):
+    """`recipes/pretrain.py` runs three steps; the card shows what its run_facts.json and eval_results.json hold."""
+    out = pretrain_tiny(tmp_path, "--max_steps", "3", "--logging_steps", "1", "--max_eval_documents", "8")
     facts = json.loads((out / RUN_FACTS_FILE).read_text())
     held_out = json.loads((out / HELD_OUT_FILE).read_text())["eval_loss"]
     rendered = render_model_card(out, REPO_ID)

@@ -16,6 +16,7 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from .assets import shipped_folder
 from .model_card import PLOT_FILE, render_model_card
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ OTHER_WEIGHT_FORMATS = ("pytorch_model*.bin", "tf_model*.h5", "flax_model*.msgpa
 SPACE_FILES = ("app.py", "requirements.txt", "README.md")
 # The package modules the Space demo imports (medical-term highlighting), uploaded beside app.py.
 SPACE_PACKAGE_FILES = ("__init__.py", "lexicon.py", "assets/__init__.py", "assets/lexicon/*.txt")
-SPACE_DIR = Path(__file__).resolve().parents[2] / "space"
 
 
 @dataclass
@@ -156,22 +156,24 @@ def plan_model_upload(
     check_repo_id(repo_id)
     files, kept_local = select_model_files(model_dir)
     rendered = render_model_card(model_dir, repo_id, license=license, language=language)
-    files = {**files, "README.md": str(rendered.card).encode("utf-8"), PLOT_FILE: rendered.plot_png}
+    files = {**files, "README.md": str(rendered.card).encode("utf-8")}
+    if rendered.plot_png:
+        files[PLOT_FILE] = rendered.plot_png
     return UploadPlan(repo_id=repo_id, repo_type="model", files=files, kept_local=kept_local)
 
 
-def plan_space_upload(space_id: str, model_id: str, space_dir: str | Path = SPACE_DIR) -> UploadPlan:
+def plan_space_upload(space_id: str, model_id: str) -> UploadPlan:
     """The Space repo's commit: the Gradio app, its requirements and README, and the package modules it imports.
 
     The Space serves `model_id` (a Hub id), passed to the app as the Space variable `MODEL_ID`.
     """
     check_repo_id(space_id, "space_id")
     check_repo_id(model_id, "the model the Space serves (repo_id)")
-    space_dir = Path(space_dir)
+    space_dir = shipped_folder("space")
     missing = [name for name in SPACE_FILES if not (space_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"Space directory {space_dir} lacks {missing}")
-    files: dict[str, Path | bytes] = {name: space_dir / name for name in SPACE_FILES}
+    files: dict[str, Path | bytes] = {name: (space_dir / name).read_bytes() for name in SPACE_FILES}
     package_dir = Path(__file__).parent
     for pattern in SPACE_PACKAGE_FILES:
         matches = sorted(package_dir.glob(pattern))
@@ -219,11 +221,9 @@ def push_model_dir(
     return _publish(plan, private, revision, dry_run)
 
 
-def push_space(
-    space_id: str, model_id: str, private: bool = False, dry_run: bool = False, space_dir: str | Path = SPACE_DIR
-) -> CommitInfo | None:
+def push_space(space_id: str, model_id: str, private: bool = False, dry_run: bool = False) -> CommitInfo | None:
     """Publish the Gradio demo to the Space `space_id`, serving the model `model_id`."""
-    return _publish(plan_space_upload(space_id, model_id, space_dir), private, None, dry_run)
+    return _publish(plan_space_upload(space_id, model_id), private, None, dry_run)
 
 
 def _publish(plan: UploadPlan, private: bool, revision: str | None, dry_run: bool) -> CommitInfo | None:

@@ -4,7 +4,7 @@ Every number in the card is read from files in the model directory: `config.json
 `run_facts.json` (written by `recipes/pretrain.py`), and, when present, the held-out loss (`eval_results.json`),
 the MLM evaluation (`recipes/evaluate_mlm.py`), the vocabulary report (`recipes/extend_tokenizer.py`, looked for in the
 model directory, then in the local directory the run started from) and downstream results (`recipes/finetune.py`).
-A section whose file is absent says "not measured".
+A section whose file is absent, and any figure the run did not measure, says "not measured".
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from safetensors import safe_open
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
+from .assets import shipped_folder
 from .evaluation import RESULTS_FILE as MLM_EVAL_FILE
 from .finetuning.configs import RESULTS_FILE as FINETUNE_FILE
 from .pretraining import RUN_FACTS_FILE
@@ -30,16 +31,18 @@ from .vocabulary import REPORT_FILE as VOCABULARY_FILE
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_card" / "template.md"
+TEMPLATE_FILE = "template.md"  # in the repository's model_card/ folder
 PLOT_FILE = "training_curves.png"
 HELD_OUT_FILE = "eval_results.json"
 TAGS = ["modernbert", "fill-mask", "masked-language-modeling", "biomedical", "clinical"]
 
-RUN_FACT_KEYS = (
-    "base_model", "steps", "global_batch_size", "max_seq_length", "packing", "attn_implementation", "precision",
-    "learning_rate", "source_weights", "source_paths", "masking", "tokens_trained", "sources", "masking_counts",
-    "log_history",
+# What the run was set up to do: every run of recipes/pretrain.py writes these, so a file without them is refused.
+SETTING_KEYS = (
+    "base_model", "global_batch_size", "max_seq_length", "packing", "attn_implementation", "precision",
+    "learning_rate", "source_weights", "source_paths", "masking",
 )
+# What the run measured: absent or null, the card says "not measured".
+MEASURED_KEYS = ("steps", "tokens_trained", "sources", "masking_counts", "log_history")
 MASKING_KEYS = (
     "schedule", "mlm_probability_start", "mlm_probability_end", "eval_mlm_probability", "medical_weight",
     "whole_term_masking", "lexicon_terms",
@@ -64,7 +67,7 @@ class RunRecord:
 @dataclass
 class RenderedCard:
     card: ModelCard
-    plot_png: bytes
+    plot_png: bytes | None  # None when the run logged no loss
 
 
 def read_run(model_dir: str | Path) -> RunRecord:
@@ -123,22 +126,19 @@ def count_parameters(model_dir: Path) -> int:
     return total
 
 
+def card_template() -> str:
+    """The card's Jinja template: `model_card/template.md`, shipped in the package."""
+    return (shipped_folder("model_card") / TEMPLATE_FILE).read_text(encoding="utf-8")
+
+
 def render_model_card(
-    model_dir: str | Path,
-    repo_id: str,
-    license: str = "apache-2.0",
-    language: str = "en",
-    template_path: str | Path = TEMPLATE_PATH,
+    model_dir: str | Path, repo_id: str, license: str = "apache-2.0", language: str = "en"
 ) -> RenderedCard:
     """The model card (README.md) of `model_dir` for the Hub repo `repo_id`, and its training-curve plot (PNG)."""
-    template_path = Path(template_path)
-    if not template_path.is_file():
-        raise FileNotFoundError(f"Model card template not found: {template_path}")
     run = read_run(model_dir)
-    plot = plot_training_curves(run.facts["log_history"])
-    card = ModelCard.from_template(
-        card_data(run, repo_id, license, language), template_path=str(template_path), **card_context(run, repo_id)
-    )
+    plot = plot_training_curves(run.facts.get("log_history") or [])
+    context = card_context(run, repo_id, plot_file=PLOT_FILE if plot else None)
+    card = ModelCard.from_template(card_data(run, repo_id, license, language), template_str=card_template(), **context)
     logger.info("Card: rendered for %s from %s", repo_id, run.model_dir)
     return RenderedCard(card=card, plot_png=plot)
 
@@ -183,25 +183,25 @@ def evaluation_name(report: dict) -> str:
     return f"{', '.join(report['data']['sources'])} ({split})"
 
 
-def card_context(run: RunRecord, repo_id: str) -> dict:
-    """The values the template shows, all taken from `run`."""
+def card_context(run: RunRecord, repo_id: str, plot_file: str | None) -> dict:
+    """The values the template shows, all taken from `run` (None where the run measured nothing)."""
     config, facts = run.config, run.facts
     layer_types = list(config.layer_types)
     weights = facts["source_weights"]
-    read = {name: facts["sources"].get(name, {}) for name in weights}
+    read = {name: (facts.get("sources") or {}).get(name, {}) for name in weights}
     read_tokens = sum(counts.get("tokens", 0) for counts in read.values())
     mixture = [
         {
             "name": name,
             "path": facts["source_paths"].get(name),
             "weight_share": weights[name] / sum(weights.values()),
-            "documents": read[name].get("documents", 0),
-            "tokens": read[name].get("tokens", 0),
-            "token_share": _ratio(read[name].get("tokens", 0), read_tokens),
+            "documents": read[name].get("documents"),
+            "tokens": read[name].get("tokens"),
+            "token_share": _ratio(read[name].get("tokens"), read_tokens),
         }
         for name in weights
     ]
-    counts = facts["masking_counts"]
+    counts = facts.get("masking_counts") or {}
     return {
         "repo_id": repo_id,
         "mask_token": run.mask_token,
@@ -219,9 +219,11 @@ def card_context(run: RunRecord, repo_id: str) -> dict:
             "parameters": run.parameters,
         },
         "training": {
-            **{key: facts[key] for key in RUN_FACT_KEYS if key not in ("masking", "log_history", "sources")},
+            **{key: facts[key] for key in SETTING_KEYS if key != "masking"},
+            "steps": facts.get("steps"),
+            "tokens_trained": facts.get("tokens_trained"),
             "from_scratch_config": facts.get("from_scratch_config"),
-            "tokens_per_step": facts["tokens_trained"] / facts["steps"] if facts["steps"] else None,
+            "tokens_per_step": _ratio(facts.get("tokens_trained"), facts.get("steps")),
             "held_out_loss": run.held_out_loss,
         },
         "mixture": mixture,
@@ -238,7 +240,7 @@ def card_context(run: RunRecord, repo_id: str) -> dict:
              "num_examples": r.get("num_examples"), "seeds": len(r["seeds"]) if r.get("seeds") else None}
             for r in run.finetune
         ],
-        "plot_file": PLOT_FILE,
+        "plot_file": plot_file,
         "files": {"mlm_eval": MLM_EVAL_FILE, "vocabulary": VOCABULARY_FILE, "finetune": FINETUNE_FILE.format(task="*")},
     }
 
@@ -274,27 +276,25 @@ def _ratio(numerator, denominator) -> float | None:
     return numerator / denominator if numerator is not None and denominator else None
 
 
-def plot_training_curves(log_history: list[dict]) -> bytes:
-    """PNG of the training loss (and held-out loss) and the masking rates over steps, from the Trainer's logs."""
+def plot_training_curves(log_history: list[dict]) -> bytes | None:
+    """PNG of the training and held-out loss and the masking rates over steps, from the Trainer's logs.
+
+    A curve with no logged point is named in the legend as "not measured"; None when no loss was logged at all
+    (a run shorter than its logging interval that was not evaluated).
+    """
     train = [e for e in log_history if "loss" in e and "step" in e]
-    if not train:
-        raise ValueError("The run's log history has no training-loss entry (was logging_steps > max_steps?).")
+    held_out = [e for e in log_history if "eval_loss" in e and "step" in e]
+    if not train and not held_out:
+        return None
     fig = Figure(figsize=(7, 5.5), layout="constrained")
     loss_ax, rate_ax = fig.subplots(2, 1, sharex=True)
-    loss_ax.plot([e["step"] for e in train], [e["loss"] for e in train], label="training loss")
-    held_out = [e for e in log_history if "eval_loss" in e and "step" in e]
-    if held_out:
-        loss_ax.plot([e["step"] for e in held_out], [e["eval_loss"] for e in held_out], "o", label="held-out loss")
+    _plot_curve(loss_ax, train, "loss", "training loss")
+    _plot_curve(loss_ax, held_out, "eval_loss", "held-out loss", "o")
     loss_ax.set_ylabel("MLM loss")
     loss_ax.legend()
-    for key, label in (
-        ("mlm_probability", "scheduled masking rate"),
-        ("masked_fraction", "realised masking rate"),
-        ("medical_share_masked", "medical share of masked tokens"),
-    ):
-        points = [(e["step"], e[key]) for e in train if key in e]
-        if points:
-            rate_ax.plot(*zip(*points), label=label)
+    _plot_curve(rate_ax, train, "mlm_probability", "scheduled masking rate")
+    _plot_curve(rate_ax, train, "masked_fraction", "realised masking rate")
+    _plot_curve(rate_ax, train, "medical_share_masked", "medical share of masked tokens")
     rate_ax.set_ylim(0, 1)
     rate_ax.set_xlabel("step")
     rate_ax.set_ylabel("fraction")
@@ -304,21 +304,30 @@ def plot_training_curves(log_history: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
+def _plot_curve(ax, entries: list[dict], key: str, label: str, style: str = "-") -> None:
+    points = [(e["step"], e[key]) for e in entries if key in e]
+    if points:
+        ax.plot(*zip(*points), style, label=label)
+    else:
+        ax.plot([], [], style, label=f"{label}: not measured")
+
+
 # -- validation of the input files ----------------------------------------------------------------------------
 
 
 def validate_run_facts(facts, path) -> None:
-    """`run_facts.json` has every key the card reports, with usable values."""
+    """`run_facts.json` has every setting the card reports, with usable values; a measurement may be absent or null."""
     problems = _object_problems(facts)
     if not problems:
-        missing = [key for key in RUN_FACT_KEYS if key not in facts]
+        missing = [key for key in SETTING_KEYS if key not in facts]
         if missing:
             problems.append(f"missing key(s) {missing} (was it written by recipes/pretrain.py?)")
+        present = {key: value for key, value in facts.items() if key not in MEASURED_KEYS or value is not None}
         for key in ("steps", "global_batch_size", "max_seq_length", "tokens_trained"):
-            _check(problems, facts, key, _is_count, "a non-negative integer", required=False)
+            _check(problems, present, key, _is_count, "a non-negative integer", required=False)
         for key in ("source_weights", "source_paths", "sources", "masking", "masking_counts"):
-            _check(problems, facts, key, lambda v: isinstance(v, dict), "an object", required=False)
-        _check(problems, facts, "log_history", lambda v: isinstance(v, list), "a list", required=False)
+            _check(problems, present, key, lambda v: isinstance(v, dict), "an object", required=False)
+        _check(problems, present, "log_history", lambda v: isinstance(v, list), "a list", required=False)
         if isinstance(facts.get("masking"), dict):
             missing = [key for key in MASKING_KEYS if key not in facts["masking"]]
             if missing:
