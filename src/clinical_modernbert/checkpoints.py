@@ -158,9 +158,9 @@ def resolve_checkpoint(args) -> str | None:
                 chosen = checkpoint
                 break
             set_aside(checkpoint, problem)
-    if args.should_log and chosen is not None:
+    if chosen is not None:
         logger.info("Train: resuming from %s (pass --overwrite_output_dir true to start over)", chosen)
-    elif args.should_log and (output_dir / INCOMPLETE_DIR).is_dir():
+    elif (output_dir / INCOMPLETE_DIR).is_dir():
         logger.info("Train: no complete checkpoint in %s; starting from step 0", output_dir)
     return None if chosen is None else str(chosen)
 
@@ -189,7 +189,6 @@ def run_is_finished(args) -> bool:
         return False
     if steps < args.max_steps:
         return False
-    if args.should_log:
-        logger.info("Train: %s already holds this run, finished at step %d; nothing to do "
-                    "(pass --overwrite_output_dir true to start over)", args.output_dir, steps)
+    logger.info("Train: %s already holds this run, finished at step %d; nothing to do "
+                "(pass --overwrite_output_dir true to start over)", args.output_dir, steps)
     return True

@@ -199,9 +199,8 @@ class MLMTrainer(Trainer):
         # the Trainer would train one step past max_steps: take the checkpoint as the trained model instead
         self._load_from_checkpoint(str(checkpoint))
         self.state = state
-        if self.is_world_process_zero():
-            logger.info("Train: %s holds step %d of max_steps %d; nothing left to train", checkpoint,
-                        state.global_step, self.args.max_steps)
+        logger.info("Train: %s holds step %d of max_steps %d; nothing left to train", checkpoint, state.global_step,
+                    self.args.max_steps)
         return TrainOutput(state.global_step, 0.0, {})
 
 
