@@ -52,7 +52,7 @@ def test_no_phases_is_one_phase_of_the_top_level_settings(tmp_path):
     assert (phase.max_seq_length, phase.max_steps, phase.global_batch_size) == (200, 10, 12)
     assert phase.output_dir == args.output_dir and phase.steps_before == 0 and phase.total_steps == 10
     model_args = ModelArguments()
-    phase_model, phase_data, phase_training = phase_arguments(phase, [phase], model_args, data_args, args, None)
+    phase_model, phase_data, phase_training = phase_arguments(phase, [phase], model_args, data_args, args)
     assert phase_model == model_args and phase_data == data_args
     assert phase_training.to_dict() == args.to_dict()
 
@@ -93,12 +93,24 @@ def test_global_batch_size_sets_per_device_batch_and_accumulation(tmp_path):
         4, 1, 8)
 
 
+def test_each_phase_trains_in_its_folder_from_the_phase_before(tmp_path):
+    args = training_args(tmp_path)
+    plan = plan_phases(DataArguments(), args)
+    model_args = ModelArguments(model_config="tiny.json")
+    first, second = (phase_arguments(phase, plan, model_args, DataArguments(), args) for phase in plan)
+    assert first[0] == model_args
+    assert (second[0].model_name_or_path, second[0].model_config) == (str(tmp_path / "run" / "phase-short"), None)
+    assert [a.max_seq_length for _, a, _ in (first, second)] == [128, 256]
+    assert [(a.output_dir, a.max_steps, a.per_device_train_batch_size) for _, _, a in (first, second)] == [
+        (str(tmp_path / "run" / "phase-short"), 6, 4), (str(tmp_path / "run" / "phase-long"), 4, 2)]
+
+
 def test_phases_follow_one_learning_rate_schedule(tmp_path):
     args = training_args(tmp_path, warmup_steps=0.2)  # a ratio: of all 10 steps
     plan = plan_phases(DataArguments(), args)
     rates = []
     for phase in plan:
-        _, _, phase_args = phase_arguments(phase, plan, ModelArguments(), DataArguments(), args, None)
+        _, _, phase_args = phase_arguments(phase, plan, ModelArguments(), DataArguments(), args)
         rates += _learning_rates(phase_args, phase_args.max_steps)
     whole = training_args(tmp_path, phases=[])  # the same schedule as a single run of 10 steps
     assert rates == pytest.approx(_learning_rates(whole, 10))
@@ -124,7 +136,7 @@ def test_phases_follow_one_masking_schedule(tmp_path, embedded_tokenizer):
     masking = MaskingArguments()
     rates = []
     for phase in plan:
-        _, _, phase_args = phase_arguments(phase, plan, ModelArguments(), DataArguments(), args, None)
+        _, _, phase_args = phase_arguments(phase, plan, ModelArguments(), DataArguments(), args)
         collator, _ = build_collators(embedded_tokenizer, masking, phase_args, steps_before=phase.steps_before,
                                       total_steps=phase.total_steps)
         rates += [collator.schedule(step) for step in range(phase.max_steps)]
@@ -159,6 +171,8 @@ def test_a_phase_is_finished_when_its_run_facts_cover_its_steps(tmp_path):
     assert not finished(phase)  # a shorter earlier run in the same folder: train on
     (tmp_path / "run" / "run_facts.json").write_text(json.dumps({"steps": 10}))
     assert finished(phase)
+    (tmp_path / "run" / "run_facts.json").write_text('{"steps": 1')  # cut short while written
+    assert not finished(phase)
 
 
 @pytest.mark.slow

@@ -124,10 +124,11 @@ def check_phased_schedule(args: PretrainConfig, plan: list[PlannedPhase]) -> Non
 
 
 def phase_arguments(phase: PlannedPhase, plan: list[PlannedPhase], model_args: ModelArguments,
-                    data_args: DataArguments, args: PretrainConfig, previous: PlannedPhase | None):
+                    data_args: DataArguments, args: PretrainConfig):
     """The model, data and training arguments of one phase (a full run of the recipe)."""
-    if previous is not None:  # warm start from the phase before (its saved model and tokenizer)
-        model_args = replace(model_args, model_name_or_path=previous.output_dir, model_config=None)
+    index = plan.index(phase)
+    if index > 0:  # warm start from the phase before (its saved model and tokenizer)
+        model_args = replace(model_args, model_name_or_path=plan[index - 1].output_dir, model_config=None)
     data_args = replace(data_args, max_seq_length=phase.max_seq_length)
     changes = dict(
         output_dir=phase.output_dir,
@@ -138,10 +139,10 @@ def phase_arguments(phase: PlannedPhase, plan: list[PlannedPhase], model_args: M
         phases=[],
     )
     if len(plan) > 1:  # one warmup-stable-decay schedule: warmup in the first phase, decay in the last
-        changes["warmup_steps"] = args.get_warmup_steps(phase.total_steps) if phase is plan[0] else 0
+        changes["warmup_steps"] = args.get_warmup_steps(phase.total_steps) if index == 0 else 0
         changes["lr_scheduler_kwargs"] = {
             **args.lr_scheduler_kwargs,
-            "num_decay_steps": args.lr_scheduler_kwargs["num_decay_steps"] if phase is plan[-1] else 0,
+            "num_decay_steps": args.lr_scheduler_kwargs["num_decay_steps"] if index == len(plan) - 1 else 0,
         }
     return model_args, data_args, replace(args, **changes)
 
@@ -162,7 +163,13 @@ def log_plan(plan: list[PlannedPhase]) -> None:
 def finished(phase: PlannedPhase) -> bool:
     """Whether the phase's folder holds its final run facts for all its steps (a rerun then skips it)."""
     path = Path(phase.output_dir) / RUN_FACTS_FILE
-    return path.is_file() and json.loads(path.read_text()).get("steps") == phase.max_steps
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("steps") == phase.max_steps
+    except ValueError:  # cut short while written: the phase ends again from its last checkpoint
+        logger.warning("Train: %s is unreadable; phase %s counts as unfinished", path, phase.name)
+        return False
 
 
 TrainPhase = Callable[[PlannedPhase, ModelArguments, DataArguments, MaskingArguments, PretrainConfig], None]
@@ -175,18 +182,15 @@ def run_phases(train: TrainPhase, model_args: ModelArguments, data_args: DataArg
     state = PartialState()
     if state.is_main_process:
         log_plan(plan)
-    previous = None
     for phase in plan:
         if finished(phase) and not args.overwrite_output_dir:
             if state.is_main_process:
                 logger.info("Train: phase %s already finished in %s; nothing to do for it (pass "
                             "--overwrite_output_dir true to start over)", phase.name, phase.output_dir)
         else:
-            phase_model, phase_data, phase_training = phase_arguments(phase, plan, model_args, data_args, args,
-                                                                      previous)
+            phase_model, phase_data, phase_training = phase_arguments(phase, plan, model_args, data_args, args)
             train(phase, phase_model, phase_data, masking_args, phase_training)
         state.wait_for_everyone()  # the next phase loads what this one saved
-        previous = phase
     if len(plan) > 1 and args.should_save:
         assemble_output(plan, args.output_dir)
 
