@@ -147,8 +147,8 @@ def resolve_checkpoint(args: PretrainConfig) -> str | None:
 
 
 def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, masking_args: MaskingArguments, lexicon,
-              phase: str = "main"):
-    """Everything the model card reports about this run (`phase` of a run in phases), measured by the run itself."""
+              phase: str):
+    """Everything the model card reports about this run (the phase named `phase`), measured by the run itself."""
     args, config = trainer.args, trainer.model.config
     corpus = trainer.corpus_facts()
     return {
