@@ -29,13 +29,16 @@ def check_probability(name: str, value: float) -> float:
 class MaskingSchedule:
     """Masking rate p(step) from `start` to `end` over `total_steps` optimizer steps, step counted from 0.
 
-    The first step (0) masks at `start` and the last one (`total_steps - 1`) at exactly `end`.
+    The first step (0) masks at `start` and the last one (`total_steps - 1`) at exactly `end`. A run in phases
+    gives each phase `offset`, the steps of the phases before it, and the total of all: `schedule(step)` of a
+    phase's own step is then the rate of step `offset + step` of the whole run.
     """
 
     start: float = 0.30
     end: float = 0.15
     total_steps: int = 1
     kind: str = "linear"
+    offset: int = 0
 
     def __post_init__(self):
         self.start = check_probability("mlm_probability_start", self.start)
@@ -45,7 +48,7 @@ class MaskingSchedule:
         self.total_steps = max(int(self.total_steps), 1)
 
     def __call__(self, step: int) -> float:
-        progress = min(max(step / max(self.total_steps - 1, 1), 0.0), 1.0)
+        progress = min(max((self.offset + step) / max(self.total_steps - 1, 1), 0.0), 1.0)
         if self.kind == "constant":
             return self.start
         if self.kind == "cosine":
