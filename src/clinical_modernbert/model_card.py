@@ -190,12 +190,14 @@ def card_context(run: RunRecord, repo_id: str, plot_file: str | None) -> dict:
     weights = facts["source_weights"]
     read = {name: (facts.get("sources") or {}).get(name, {}) for name in weights}
     read_tokens = sum(counts.get("tokens", 0) for counts in read.values())
+    read_documents = sum(counts.get("documents", 0) for counts in read.values())
     mixture = [
         {
             "name": name,
             "path": facts["source_paths"].get(name),
             "weight_share": weights[name] / sum(weights.values()),
             "documents": read[name].get("documents"),
+            "document_share": _ratio(read[name].get("documents"), read_documents),
             "tokens": read[name].get("tokens"),
             "token_share": _ratio(read[name].get("tokens"), read_tokens),
         }
