@@ -106,7 +106,7 @@ def packed_stream(corpus, tokenizer, lexicon, max_len, packing):
         sources=[{"name": "pubmed", "path": "json", "data_files": str(corpus)}],
         max_seq_length=max_len, packing=packing, eval_fraction=0.0,
     )
-    return PackedStream(args, tokenizer, lexicon)
+    return PackedStream(args, tokenizer, lexicon, passes=1)
 
 
 def stream_rate(corpus, tokenizer, lexicon, max_len):

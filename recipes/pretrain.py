@@ -19,6 +19,7 @@ from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.masking import MaskingScheduleCallback
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
+from clinical_modernbert.phases import run_phases
 from clinical_modernbert.pretraining import (
     build_collators,
     build_datasets,
@@ -38,11 +39,20 @@ def main(model_args, data_args, masking_args, training_args):
         return
     publish = claim_push_to_hub(training_args)
     set_cpu_threads(training_args)
+    run_phases(train_phase, model_args, data_args, masking_args, training_args)
+    if publish and training_args.process_index == 0:
+        push_model_dir(training_args.output_dir, training_args.hub_model_id,
+                       private=bool(training_args.hub_private_repo), revision=training_args.hub_revision)
+
+
+def train_phase(phase, model_args, data_args, masking_args, training_args):
+    """One phase: a full training run in `training_args.output_dir`."""
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)
     lexicon = Lexicon.from_args(masking_args)
     train_dataset, eval_dataset = build_datasets(data_args, tokenizer, lexicon, training_args)
-    train_collator, eval_collator = build_collators(tokenizer, masking_args, training_args)
+    train_collator, eval_collator = build_collators(tokenizer, masking_args, training_args,
+                                                    steps_before=phase.steps_before, total_steps=phase.total_steps)
     model = load_model(model_args, tokenizer)
     metrics = MLMTopKMetrics()
 
@@ -58,7 +68,7 @@ def main(model_args, data_args, masking_args, training_args):
         compute_metrics=metrics,
         preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics,
     )
-    logger.info("Train: %d steps, global batch %d rows of %d tokens", training_args.max_steps,
+    logger.info("Train: phase %s, %d steps, global batch %d rows of %d tokens", phase.name, training_args.max_steps,
                 training_args.global_batch_size, data_args.max_seq_length)
     train_result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
     trainer.log_metrics("train", train_result.metrics)
@@ -70,7 +80,7 @@ def main(model_args, data_args, masking_args, training_args):
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
 
-    facts = run_facts(trainer, model_args, data_args, masking_args, lexicon)
+    facts = run_facts(trainer, model_args, data_args, masking_args, lexicon, phase=phase.name)
     log_realised_mixture(facts)
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
@@ -82,9 +92,6 @@ def main(model_args, data_args, masking_args, training_args):
             "Load it with: AutoModelForMaskedLM.from_pretrained(%r) or pipeline('fill-mask', model=%r)",
             training_args.output_dir, training_args.output_dir,
         )
-        if publish:
-            push_model_dir(training_args.output_dir, training_args.hub_model_id,
-                           private=bool(training_args.hub_private_repo), revision=training_args.hub_revision)
 
 
 if __name__ == "__main__":

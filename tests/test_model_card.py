@@ -197,6 +197,17 @@ def test_sections_report_the_runs_own_figures(model_dir):
     assert facts["base_model"] in text
 
 
+def test_a_run_in_phases_lists_them(model_dir):
+    phases = [{"name": "short", "steps": 3, "max_seq_length": 128, "global_batch_size": 24, "tokens_trained": 9000},
+              {"name": "long", "steps": 2, "max_seq_length": 1024, "global_batch_size": 24, "tokens_trained": 48000}]
+    assert "Trained in phases" not in render_model_card(model_dir, REPO_ID).card.text  # one phase: nothing to add
+    write(model_dir / RUN_FACTS_FILE, sample_run_facts(phases=phases))
+    text = render_model_card(model_dir, REPO_ID).card.text
+    assert "Trained in phases, each warm-starting from the one before" in text
+    assert "| short | 3 | 24 rows of 128 tokens | 9,000 |" in text
+    assert "| long | 2 | 24 rows of 1,024 tokens | 48,000 |" in text
+
+
 def test_absent_results_are_reported_as_not_measured(model_dir):
     card = render_model_card(model_dir, REPO_ID).card
     assert card.data.eval_results is None and "model-index" not in card.content
@@ -344,6 +355,7 @@ def test_malformed_evaluation_file_is_refused(model_dir, path, value, message):
          "metrics.f1 must hold numbers 'mean' and 'std'"),
         (RUN_FACTS_FILE, {"steps": 3}, r"missing key\(s\) \['base_model'"),
         (RUN_FACTS_FILE, sample_run_facts(tokens_trained=-5), "'tokens_trained' must be a non-negative integer"),
+        (RUN_FACTS_FILE, sample_run_facts(phases=[{"name": "short", "steps": 3}]), "'phases' must be a list of"),
     ],
 )
 def test_malformed_input_files_are_refused(model_dir, file, content, message):

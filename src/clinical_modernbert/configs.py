@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from transformers import TrainingArguments
 
@@ -101,19 +101,28 @@ class DataArguments:
     )
 
     def __post_init__(self):
-        self.sources = [s if isinstance(s, SourceConfig) else _source_from_dict(s) for s in self.sources]
-        if not 8 <= self.max_seq_length <= 8192:
-            raise ValueError(f"max_seq_length must be in [8, 8192], got {self.max_seq_length}")
+        self.sources = [
+            s if isinstance(s, SourceConfig) else _from_dict(SourceConfig, s, "source") for s in self.sources
+        ]
+        check_seq_length("max_seq_length", self.max_seq_length)
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
 
 
-def _source_from_dict(spec: dict) -> SourceConfig:
-    valid = [f.name for f in fields(SourceConfig)]
+def check_seq_length(name: str, value: int) -> None:
+    if not 8 <= value <= 8192:
+        raise ValueError(f"{name} must be in [8, 8192], got {value}")
+
+
+def _from_dict(cls, spec: dict, kind: str):
+    """`cls(**spec)`, or a ValueError naming the unknown keys and the valid ones."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"Each {kind} must be a mapping of keys, got {spec!r}")
+    valid = [f.name for f in fields(cls)]
     unknown = sorted(set(spec) - set(valid))
     if unknown:
-        raise ValueError(f"Unknown source key(s) {unknown} in {spec}; valid keys: {valid}")
-    return SourceConfig(**spec)
+        raise ValueError(f"Unknown {kind} key(s) {unknown} in {spec}; valid keys: {valid}")
+    return cls(**spec)
 
 
 @dataclass
@@ -140,6 +149,33 @@ class MaskingArguments:
 
 
 @dataclass
+class TrainingPhase:
+    """One phase of a run (e.g. short rows, then long context): its row length, steps and batch shape.
+
+    With `global_batch_size` (rows per optimizer step over all processes) the per-device batch and gradient
+    accumulation follow from the process count (`per_device_train_batch_size` is then the most rows one device holds
+    at once), so the token budget does not depend on how many machines run it. Unset keys keep the top-level values.
+    """
+
+    name: str
+    max_seq_length: int
+    max_steps: int
+    global_batch_size: int | None = None
+    per_device_train_batch_size: int | None = None
+    per_device_eval_batch_size: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.strip() or "/" in self.name or self.name in (".", ".."):
+            raise ValueError(f"Phase name must be a non-empty folder name (no '/'), got {self.name!r}")
+        where = f"Phase {self.name!r}"
+        check_seq_length(f"{where}: max_seq_length", self.max_seq_length)
+        for key in ("max_steps", "global_batch_size", "per_device_train_batch_size", "per_device_eval_batch_size"):
+            value = getattr(self, key)
+            if (value is not None or key == "max_steps") and not (isinstance(value, int) and value > 0):
+                raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
+
+
+@dataclass
 class PretrainConfig(TrainingArguments):
     """`TrainingArguments` with the recipe's defaults (streams need max_steps, no column removal)."""
 
@@ -153,6 +189,12 @@ class PretrainConfig(TrainingArguments):
         metadata={"help": "Start fresh even if output_dir holds checkpoints (default: resume from the last one)."},
     )
 
+    phases: list[dict] = field(
+        default_factory=list,
+        metadata={"help": "Training phases run in order, each warm-starting from the last (see TrainingPhase): name, "
+                  "max_seq_length, max_steps, optional global_batch_size and per-device batch sizes. Empty: one "
+                  "phase of max_steps rows of max_seq_length."},
+    )
     cpu_threads: int | None = field(
         default=None,
         metadata={"help": "torch threads per process on the CPU (default: cores / processes; `accelerate launch` "
@@ -166,5 +208,19 @@ class PretrainConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        # kept as plain dicts (validated, defaults filled): the Trainer writes its arguments out as JSON
+        phases = [p if isinstance(p, TrainingPhase) else _from_dict(TrainingPhase, p, "phase") for p in self.phases]
+        self.phases = [asdict(p) for p in phases]
+        names = [p.name for p in phases]
+        if len(set(names)) < len(names):
+            raise ValueError(f"Phase names must be unique (each phase trains in output_dir/phase-<name>), got {names}")
+        total = sum(p.max_steps for p in phases)
+        if phases and self.max_steps > 0 and self.max_steps != total:
+            raise ValueError(
+                f"max_steps={self.max_steps} but the phases {names} add up to {total} steps: set max_steps to "
+                f"{total} (or leave it out) or change the phases' max_steps."
+            )
+        if phases and self.max_steps <= 0:
+            self.max_steps = total
         if self.max_steps <= 0:
             raise ValueError("max_steps must be set (> 0): the corpus is a stream of unknown length.")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import evaluate
@@ -162,12 +162,8 @@ def build_eval_lexicon(eval_args: EvaluationArguments) -> Lexicon | None:
 
 def build_eval_dataset(data_args: DataArguments, eval_args: EvaluationArguments, tokenizer, lexicon) -> Dataset:
     """Packed rows of the evaluation text: the held-out documents of the sources, or all of them."""
-    held_out = eval_args.split == "held_out"
-    if not held_out:
-        data_args = replace(data_args, eval_fraction=0.0)
-    dataset = materialise(
-        PackedStream(data_args, tokenizer, lexicon, split="eval" if held_out else "train", seed=eval_args.seed)
-    )
+    split = "eval" if eval_args.split == "held_out" else "all"
+    dataset = materialise(PackedStream(data_args, tokenizer, lexicon, split=split, seed=eval_args.seed))
     if dataset is None:
         raise ValueError(
             f"No evaluation text: no document of {[s.name for s in data_args.sources]} is held out "

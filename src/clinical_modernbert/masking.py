@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import chain
@@ -30,13 +29,16 @@ def check_probability(name: str, value: float) -> float:
 class MaskingSchedule:
     """Masking rate p(step) from `start` to `end` over `total_steps` optimizer steps, step counted from 0.
 
-    The first step (0) masks at `start` and the last one (`total_steps - 1`) at exactly `end`.
+    The first step (0) masks at `start` and the last one (`total_steps - 1`) at exactly `end`. A run in phases
+    gives each phase `offset`, the steps of the phases before it, and the total of all: `schedule(step)` of a
+    phase's own step is then the rate of step `offset + step` of the whole run.
     """
 
     start: float = 0.30
     end: float = 0.15
     total_steps: int = 1
     kind: str = "linear"
+    offset: int = 0
 
     def __post_init__(self):
         self.start = check_probability("mlm_probability_start", self.start)
@@ -46,7 +48,7 @@ class MaskingSchedule:
         self.total_steps = max(int(self.total_steps), 1)
 
     def __call__(self, step: int) -> float:
-        progress = min(max(step / max(self.total_steps - 1, 1), 0.0), 1.0)
+        progress = min(max((self.offset + step) / max(self.total_steps - 1, 1), 0.0), 1.0)
         if self.kind == "constant":
             return self.start
         if self.kind == "cosine":
@@ -76,8 +78,10 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
     `accumulation` (gradient accumulation steps) and, on resume, `batches = global_step * accumulation`. Without
     workers every micro-batch is masked at exactly the rate of the optimizer step it trains in, whatever the
     loader's look-ahead; with workers, batches collated ahead by the prefetch run up to `prefetch_factor *
-    num_workers` batches early. Without a schedule (evaluation) the rate is `mlm_probability` and, with a `seed`,
-    the masks are a function of (seed, batch) only: the same batch is masked the same way at every evaluation.
+    num_workers` batches early. Training batches carry `mask_step`, the optimizer step whose rate they were masked
+    at. With a `seed`, training masks are a function of (seed, batch number) only, so a resumed run draws the masks
+    an uninterrupted one would; without a schedule (evaluation) the rate is `mlm_probability` and the masks are a
+    function of (seed, batch): the same batch is masked the same way at every evaluation.
     """
 
     schedule: MaskingSchedule | None = None
@@ -124,14 +128,14 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
             return self.mlm_probability
         return self.schedule(self.batches.value // self.accumulation)
 
-    def _claim_rate(self) -> float:
-        """The rate of this batch; counts it (atomically: worker processes share the counter)."""
+    def _claim_batch(self) -> int | None:
+        """The number of this training batch (None in evaluation); counts it (atomically: workers share the counter)."""
         if self.schedule is None:
-            return self.mlm_probability
+            return None
         with self.batches.get_lock():
             index = self.batches.value
             self.batches.value += 1
-        return self.schedule(index // self.accumulation)
+        return index
 
     def torch_call(self, examples: list) -> dict:
         """Pad the examples (dicts, or plain lists of ids) into a masked batch."""
@@ -154,29 +158,32 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
             batch["stream_stats"] = torch.tensor([r["stream_stats"] for r in rows], dtype=torch.long).sum(0)
         if "stream_position" in rows[0]:
             batch["stream_position"] = torch.tensor([r["stream_position"] for r in rows], dtype=torch.long)
+        index = self._claim_batch()
+        rate = self.mlm_probability if index is None else self.schedule(index // self.accumulation)
         batch["input_ids"], batch["labels"], batch["mask_stats"] = self.mask_tokens(
-            batch_ids, medical, self._claim_rate()
+            batch_ids, medical, rate, generator=self._generator_for(batch_ids, index)
         )
         batch["medical_mask"] = (medical > 0).long()
+        if index is not None:
+            batch["mask_step"] = torch.tensor(index // self.accumulation)
         return batch
 
-    def _generator_for(self, input_ids: torch.Tensor) -> torch.Generator | None:
+    def _generator_for(self, input_ids: torch.Tensor, index: int | None) -> torch.Generator | None:
+        """A generator seeded by (seed, batch number) in training, by (seed, batch content) in evaluation."""
         if self.seed is None:
             return None
-        if self.schedule is None:
-            return torch.Generator().manual_seed(xxhash.xxh64_intdigest(input_ids.numpy().tobytes(), seed=self.seed))
-        if not isinstance(self.generator, torch.Generator) or self._generator_pid != os.getpid():
-            self.create_rng("pt")  # the parent's: seed + worker id in dataloader workers
-        return self.generator
+        key = input_ids.numpy().tobytes() if index is None else index.to_bytes(8, "little")
+        return torch.Generator().manual_seed(xxhash.xxh64_intdigest(key, seed=self.seed))
 
-    def mask_tokens(self, input_ids: torch.Tensor, medical: torch.Tensor, rate: float | None = None):
+    def mask_tokens(
+        self, input_ids: torch.Tensor, medical: torch.Tensor, rate: float | None = None, generator=None
+    ):
         """Mask `input_ids` (B, L) at `rate` (default: the current rate), `medical` (B, L) its 0/1/2 flags.
 
         Returns (inputs, labels, mask_stats).
         """
         if int(input_ids.min()) < 0 or int(input_ids.max()) >= self._vocab_size:
             raise ValueError(f"input_ids outside the tokenizer's vocabulary of {self._vocab_size} tokens")
-        generator = self._generator_for(input_ids)
         maskable = ~self._special[input_ids]
         is_medical = (medical > 0) & maskable
         starts = maskable & ~(self._continues_unit(input_ids, medical) & _previous(maskable, False))

@@ -190,12 +190,14 @@ def card_context(run: RunRecord, repo_id: str, plot_file: str | None) -> dict:
     weights = facts["source_weights"]
     read = {name: (facts.get("sources") or {}).get(name, {}) for name in weights}
     read_tokens = sum(counts.get("tokens", 0) for counts in read.values())
+    read_documents = sum(counts.get("documents", 0) for counts in read.values())
     mixture = [
         {
             "name": name,
             "path": facts["source_paths"].get(name),
             "weight_share": weights[name] / sum(weights.values()),
             "documents": read[name].get("documents"),
+            "document_share": _ratio(read[name].get("documents"), read_documents),
             "tokens": read[name].get("tokens"),
             "token_share": _ratio(read[name].get("tokens"), read_tokens),
         }
@@ -226,6 +228,7 @@ def card_context(run: RunRecord, repo_id: str, plot_file: str | None) -> dict:
             "tokens_per_step": _ratio(facts.get("tokens_trained"), facts.get("steps")),
             "held_out_loss": run.held_out_loss,
         },
+        "phases": facts.get("phases", []),
         "mixture": mixture,
         "masking": {
             **facts["masking"],
@@ -328,6 +331,8 @@ def validate_run_facts(facts, path) -> None:
         for key in ("source_weights", "source_paths", "sources", "masking", "masking_counts"):
             _check(problems, present, key, lambda v: isinstance(v, dict), "an object", required=False)
         _check(problems, present, "log_history", lambda v: isinstance(v, list), "a list", required=False)
+        _check(problems, facts, "phases", _is_phase_list, "a list of {name, steps, max_seq_length, global_batch_size, "
+               "tokens_trained}", required=False)
         if isinstance(facts.get("masking"), dict):
             missing = [key for key in MASKING_KEYS if key not in facts["masking"]]
             if missing:
@@ -408,6 +413,14 @@ def _top_k_problems(problems: list[str], metrics: dict, prefix: str, top_k: list
             problems.append(f"metrics.{prefix}top_{k} must be a number in [0, 1], got {value!r}")
     if all(_is_number(v) for v in values) and values != sorted(values):
         problems.append(f"metrics.{prefix}top_k accuracies must not decrease as k grows, got {values}")
+
+
+def _is_phase_list(value) -> bool:
+    counts = ("steps", "max_seq_length", "global_batch_size", "tokens_trained")
+    return isinstance(value, list) and all(
+        isinstance(p, dict) and isinstance(p.get("name"), str) and all(_is_count(p.get(k)) for k in counts)
+        for p in value
+    )
 
 
 def _is_k_list(value) -> bool:

@@ -95,8 +95,13 @@ def eval_set_fingerprint(data_args: DataArguments, tokenizer, lexicon: Lexicon |
     return xxhash.xxh64_hexdigest("\0".join(parts).encode())
 
 
-def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainConfig):
-    """The training collator (scheduled, weighted rate) and the evaluation collator (uniform fixed rate and seed)."""
+def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainConfig, steps_before: int = 0,
+                    total_steps: int | None = None):
+    """The training collator (scheduled, weighted rate) and the evaluation collator (uniform fixed rate and seed).
+
+    The masking schedule runs over `total_steps` (default `max_steps`); this run's steps are those after
+    `steps_before` (a phase of a longer run, see `phases.py`).
+    """
     common = dict(
         tokenizer=tokenizer,
         medical_weight=masking_args.medical_weight,
@@ -106,7 +111,8 @@ def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainCon
         random_replace_prob=masking_args.random_replace_prob,
     )
     schedule = MaskingSchedule(
-        masking_args.mlm_probability_start, masking_args.mlm_probability_end, args.max_steps, masking_args.mlm_schedule
+        masking_args.mlm_probability_start, masking_args.mlm_probability_end, total_steps or args.max_steps,
+        masking_args.mlm_schedule, offset=steps_before,
     )
     # one seed per process, or every rank would draw the same masks
     train = MedicalMaskingCollator(schedule=schedule, seed=args.seed + args.process_index, **common)
@@ -121,9 +127,11 @@ def set_cpu_threads(args: PretrainConfig) -> None:
         logger.info("Train: %d CPU threads per process", torch.get_num_threads())
 
 
-def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, masking_args: MaskingArguments, lexicon):
-    """Everything the model card reports about this run, measured by the run itself."""
+def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, masking_args: MaskingArguments, lexicon,
+              phase: str):
+    """Everything the model card reports about this run (the phase named `phase`), measured by the run itself."""
     args, config = trainer.args, trainer.model.config
+    corpus = trainer.corpus_facts()
     return {
         "base_model": model_args.model_name_or_path,
         "from_scratch_config": None if model_args.model_name_or_path else (model_args.model_config or "embedded"),
@@ -145,7 +153,9 @@ def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, mas
             "whole_term_masking": masking_args.whole_term_masking,
             "lexicon_terms": len(lexicon),
         },
-        **trainer.corpus_facts(),
+        **corpus,
+        "phases": [{"name": phase, "steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
+                    "global_batch_size": args.global_batch_size, "tokens_trained": corpus["tokens_trained"]}],
         "log_history": trainer.state.log_history,
     }
 

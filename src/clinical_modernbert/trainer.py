@@ -44,6 +44,8 @@ class MLMTrainer(Trainer):
         self._mask_since_log = torch.zeros(len(MASK_STAT_FIELDS), dtype=torch.long)
         self.tokens_seen = 0
         self._stream_position = None
+        self._micro_batches_since_log, self._window_start_step = 0, 0
+        self._mask_step = None
 
     # -- data ---------------------------------------------------------------------------------------------------
     def get_train_dataloader(self) -> DataLoader:
@@ -77,8 +79,14 @@ class MLMTrainer(Trainer):
         mask_stats = inputs.pop("mask_stats", None)
         position = inputs.pop("stream_position", None)
         document_ids = inputs.pop("document_ids", None)
+        mask_step = inputs.pop("mask_step", None)
         inputs.pop(MEDICAL_MASK, None)  # evaluation hands it to the metrics in prediction_step
         if self.model.training:
+            if not self._micro_batches_since_log:
+                self._window_start_step = self.state.global_step
+            self._micro_batches_since_log += 1
+            if mask_step is not None:
+                self._check_mask_step(int(mask_step))
             if stream_stats is not None:
                 self.stream_totals += stream_stats.cpu()
             if mask_stats is not None:
@@ -102,12 +110,23 @@ class MLMTrainer(Trainer):
             return loss, logits, labels
         return loss, logits, (labels, medical.to(labels.device))
 
+    def _check_mask_step(self, mask_step: int) -> None:
+        """Every micro-batch must be masked at the rate of the optimizer step it trains in (exact without workers)."""
+        self._mask_step = mask_step
+        if mask_step != self.state.global_step and self.args.dataloader_num_workers == 0:
+            raise RuntimeError(f"A micro-batch masked for optimizer step {mask_step} trains in step "
+                               f"{self.state.global_step}: the masking schedule lost count of the batches.")
+
     # -- logging ------------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training and "loss" in logs:
             schedule = getattr(self.data_collator, "schedule", None)
-            if schedule is not None:  # the rate the last optimizer step trained with
-                logs["mlm_probability"] = round(schedule(self.state.global_step - 1), 4)
+            if schedule is not None and self._mask_step is not None:  # the rate the last micro-batch was masked at
+                logs["mlm_probability"] = round(schedule(self._mask_step), 4)
+            steps = self.state.global_step - self._window_start_step
+            if steps > 0:
+                logs["micro_batches_per_step"] = self._micro_batches_since_log / steps
+            self._micro_batches_since_log = 0
             counts = self.accelerator.reduce(self._mask_since_log.to(self.args.device), reduction="sum").cpu()
             self._mask_since_log.zero_()
             maskable, medical_maskable, masked, medical_masked = counts.tolist()

@@ -14,11 +14,15 @@ import torch
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One document (or a piece of a long one): token ids and medical flags, without the `[CLS]`/`[SEP]` a row adds."""
+    """One document (or a piece of a long one): token ids and medical flags, without the `[CLS]`/`[SEP]` a row adds.
+
+    `starts_document` is False for the second and later pieces of a split document.
+    """
 
     input_ids: list[int]
     medical_mask: list[int]
     source: int
+    starts_document: bool = True
 
     def __len__(self) -> int:  # its length in a row, `[CLS]` and `[SEP]` included
         return len(self.input_ids) + 2
@@ -37,7 +41,7 @@ def chunk_document(ids: list[int], flags: list[int], source: int, max_len: int):
         piece_flags = flags[start : start + body]
         if piece_flags[0] == 2:
             piece_flags[0] = 1
-        yield Chunk(ids[start : start + body], piece_flags, source)
+        yield Chunk(ids[start : start + body], piece_flags, source, start == 0)
 
 
 class BestFitPacker:
@@ -85,7 +89,9 @@ class BestFitPacker:
 
     def state(self) -> list:
         """Open rows in creation order as plain lists (JSON-serialisable)."""
-        return [[[c.input_ids, c.medical_mask, c.source] for c in row] for row in self._rows.values()]
+        return [
+            [[c.input_ids, c.medical_mask, c.source, c.starts_document] for c in row] for row in self._rows.values()
+        ]
 
     def load_state(self, state: list) -> None:
         self._rows, self._by_free = {}, []

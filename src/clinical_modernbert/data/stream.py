@@ -4,6 +4,10 @@ Reading, mixing and sharding use `datasets` (`load_dataset(streaming=True)`, `in
 `split_dataset_by_node`). Tokenizing, flagging and packing happen here, in blocks of documents, because packing
 carries open rows from one block to the next, which a stateless `IterableDataset.map` cannot. A thread tokenizes the
 next block while the current one is flagged and packed (`map_ahead`).
+
+The training stream never ends: when this process's shard of the documents ends, it starts the next pass (epoch)
+itself, so processes whose shards differ in length never disagree on when an epoch ends, and every optimizer step
+gets its full gradient accumulation. The evaluation splits are finite and read each document once.
 """
 
 from __future__ import annotations
@@ -24,12 +28,16 @@ from .sources import format_texts, load_source
 
 logger = logging.getLogger(__name__)
 
-# Per-source counters carried by every row (summed by the collator, totalled by the trainer).
+# Per-source counters carried by every row (summed by the collator, totalled by the trainer): the documents and
+# tokens in the row itself, and the documents skipped or repaired while reading up to it.
 STAT_FIELDS = ("documents", "tokens", "skipped_empty", "skipped_non_string", "utf8_replaced")
 DOCUMENTS, TOKENS, SKIPPED_EMPTY, SKIPPED_NON_STRING, UTF8_REPLACED = range(len(STAT_FIELDS))
 # Characters per tokenizer call (~250k tokens of English): large enough that handing blocks between threads costs
 # little, small enough to start fast.
 BLOCK_CHARS = 1_000_000
+# train: endless, the held-out documents left out; eval: the first `max_eval_documents` held-out documents;
+# all: every document once.
+SPLITS = ("train", "eval", "all")
 
 
 def materialise(stream: "PackedStream") -> Dataset | None:
@@ -49,12 +57,14 @@ def is_held_out(text: str, eval_fraction: float) -> bool:
 
 
 class PackedStream(torch.utils.data.IterableDataset):
-    """Packed training (or held-out) rows from the source mixture.
+    """Packed rows from the source mixture: the endless training stream, or a finite evaluation split (`SPLITS`).
 
     Each row is `{"input_ids", "medical_mask", "doc_lengths", "stream_stats"[, "stream_position"]}`. Training rows
     carry their `stream_position`; `state_dict(position)` returns what `load_state_dict` needs to continue right
     after that row (only the last `keep_snapshots` blocks are remembered). Documents are tokenized in blocks of
-    about `block_chars` characters.
+    about `block_chars` characters. Smaller sources are oversampled by their weights in training; the evaluation
+    splits read every document of every source once (`all_exhausted_without_replacement`). `passes` ends the
+    training stream after that many passes (default: never).
     """
 
     def __init__(
@@ -68,21 +78,21 @@ class PackedStream(torch.utils.data.IterableDataset):
         world_size: int = 1,
         block_chars: int = BLOCK_CHARS,
         keep_snapshots: int = 64,
+        passes: int | None = None,
     ):
-        if split not in ("train", "eval"):
-            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if not data_args.sources:
             raise ValueError("No data sources configured (data argument `sources` is empty).")
         self.sources: list[SourceConfig] = data_args.sources
         self.data_args, self.tokenizer, self.lexicon, self.split = data_args, tokenizer, lexicon, split
         self.encoder = DocumentEncoder(tokenizer)
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.block_chars, self.keep_snapshots = block_chars, keep_snapshots
+        self.block_chars, self.keep_snapshots, self.passes = block_chars, keep_snapshots, passes
         self.epoch = 0
         self._documents = self._build_documents()
         self._snapshots: OrderedDict[int, dict] = OrderedDict()
         self._resume: dict | None = None
-        self._epoch_offset = 0
         self._warned: set[int] = set()
 
     @property
@@ -111,74 +121,94 @@ class PackedStream(torch.utils.data.IterableDataset):
                 streams,
                 probabilities=[s.weight / total for s in self.sources],
                 seed=self.seed,
-                stopping_strategy="all_exhausted",
+                stopping_strategy="all_exhausted" if self.split == "train" else "all_exhausted_without_replacement",
             )
         )
         if self.world_size > 1:
             mixed = split_dataset_by_node(mixed, rank=self.rank, world_size=self.world_size)
         return mixed
 
-    def set_epoch(self, epoch: int) -> None:
-        # A resumed Trainer counts epochs of a stream from 0 again; the offset keeps the stream's own epoch.
-        self.epoch = epoch + self._epoch_offset
-        self._documents.set_epoch(self.epoch)
-
     def __iter__(self):
         packer = BestFitPacker(self.data_args.max_seq_length, packing=self.data_args.packing)
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        stats = [[0] * len(STAT_FIELDS) for _ in self.sources]
         skip_rows, block_index = 0, 0
         if self._resume is not None:
+            self.epoch = self._resume["epoch"]
+            self._documents.set_epoch(self.epoch)
             self._documents.load_state_dict(self._resume["documents"])
             packer.load_state(self._resume["packer"])
             skip_rows, block_index = self._resume["skip_rows"], self._resume["block_index"]
             self._resume = None
-        for (documents_state, block, block_stats, last), encodings in map_ahead(self._encode, self._blocks()):
+        read_stats = self._zero_stats()  # skipped and repaired documents, carried by the next row
+        for (start, block, block_stats, last), encodings in map_ahead(self._encode, self._blocks()):
             if self.split == "train":
-                self._remember(block_index, documents_state, packer)
-            for counts, more in zip(stats, block_stats):
-                counts[:] = [a + b for a, b in zip(counts, more)]
+                self._remember(block_index, start, packer)
+            read_stats = [[a + b for a, b in zip(counts, more)] for counts, more in zip(read_stats, block_stats)]
             rows = []
-            for chunk in self._chunks(block, encodings, stats):
+            for chunk in self._chunks(block, encodings):
                 rows.extend(packer.add(chunk))
             if last:
                 rows.extend(packer.flush())
             for k, row in enumerate(rows):
-                if k < skip_rows:  # trained before the checkpoint, counters included
-                    stats = [[0] * len(STAT_FIELDS) for _ in self.sources]
-                    continue
-                example = row_to_example(row, cls_id, sep_id)
-                example["stream_stats"], stats = stats, [[0] * len(STAT_FIELDS) for _ in self.sources]
-                if self.split == "train":
-                    example["stream_position"] = [block_index, k]
-                yield example
+                if k >= skip_rows:  # rows before were trained before the checkpoint, counters included
+                    example = row_to_example(row, cls_id, sep_id)
+                    example["stream_stats"] = self._row_stats(row, read_stats)
+                    if self.split == "train":
+                        example["stream_position"] = [block_index, k]
+                    yield example
+                read_stats = self._zero_stats()
             skip_rows = 0
             block_index += 1
 
+    def _zero_stats(self) -> list[list[int]]:
+        return [[0] * len(STAT_FIELDS) for _ in self.sources]
+
+    def _row_stats(self, row: list, read_stats: list[list[int]]) -> list[list[int]]:
+        """Counters of one row: its documents and tokens per source, plus the reading counters it carries."""
+        stats = [list(counts) for counts in read_stats]
+        for chunk in row:
+            stats[chunk.source][DOCUMENTS] += chunk.starts_document
+            stats[chunk.source][TOKENS] += len(chunk)
+        return stats
+
     def _blocks(self):
-        """Blocks of documents of this split: (documents state at the block's start, [(text, source)], skipped-document
-        counts, whether it is the last block)."""
+        """Blocks of documents of this split: (where the block starts, [(text, source)], skipped-document counts,
+        whether it is the last block). The training split starts its next pass when the documents end
+        (`datasets`' `repeat` would replay the same order; `set_epoch` reshuffles each pass)."""
         documents = iter(self._documents)
-        held_out_seen, limit = 0, self.data_args.max_eval_documents
-        while True:
-            state = self._documents.state_dict() if self.split == "train" else None
-            block, stats, chars = [], [[0] * len(STAT_FIELDS) for _ in self.sources], 0
-            for row in documents:
+        limit = self.data_args.max_eval_documents if self.split == "eval" else None
+        taken = taken_in_pass = 0
+        last = False
+        while not last:
+            start = {"epoch": self.epoch, "documents": self._documents.state_dict()} if self.split == "train" else None
+            block, stats, chars = [], self._zero_stats(), 0
+            while chars < self.block_chars and not last:
+                row = next(documents, None)
+                if row is None:
+                    if self.split != "train" or (self.passes is not None and self.epoch + 1 >= self.passes):
+                        last = True
+                        break
+                    if not taken_in_pass:
+                        raise ValueError(self._no_training_documents())
+                    self.epoch, taken_in_pass = self.epoch + 1, 0
+                    self._documents.set_epoch(self.epoch)
+                    documents = iter(self._documents)
+                    continue
                 text = self._checked_text(row, stats)
-                if text is None or is_held_out(text, self.data_args.eval_fraction) != (self.split == "eval"):
+                if text is None or (self.split != "all" and self._is_held_out(text) != (self.split == "eval")):
                     continue
                 block.append((text, row["source"]))
-                if self.split == "eval":
-                    held_out_seen += 1
-                    if held_out_seen >= limit:
-                        break
-                chars += len(text)
-                if chars >= self.block_chars:
-                    break
-            last = not block or (self.split == "eval" and held_out_seen >= limit)
-            yield state, block, stats, last
-            if last:
-                return
+                taken, taken_in_pass, chars = taken + 1, taken_in_pass + 1, chars + len(text)
+                last = limit is not None and taken >= limit
+            yield start, block, stats, last
+
+    def _is_held_out(self, text: str) -> bool:
+        return is_held_out(text, self.data_args.eval_fraction)
+
+    def _no_training_documents(self) -> str:
+        where = f"process {self.rank} of {self.world_size}" if self.world_size > 1 else "the sources"
+        return (f"No training document in a whole pass over {where} ({[s.name for s in self.sources]}): every "
+                f"document is empty, skipped or held out (eval_fraction={self.data_args.eval_fraction}).")
 
     def _encode(self, block: tuple) -> list:
         _, documents, _, _ = block
@@ -200,7 +230,7 @@ class PackedStream(torch.utils.data.IterableDataset):
             counts[UTF8_REPLACED] += 1
         return text
 
-    def _chunks(self, block: list[tuple[str, int]], encodings: list, stats):
+    def _chunks(self, block: list[tuple[str, int]], encodings: list):
         if self.lexicon is not None:
             texts = [text for text, _ in block]
             encodings = self.encoder.map_characters(texts, encodings)
@@ -209,14 +239,10 @@ class PackedStream(torch.utils.data.IterableDataset):
         if self.lexicon is None:
             flags = [[0] * len(ids) for ids in all_ids]
         for (_, source), ids, doc_flags in zip(block, all_ids, flags):
-            counts = stats[source]
-            counts[DOCUMENTS] += 1
-            for chunk in chunk_document(ids, doc_flags, source, self.data_args.max_seq_length):
-                counts[TOKENS] += len(chunk)
-                yield chunk
+            yield from chunk_document(ids, doc_flags, source, self.data_args.max_seq_length)
 
-    def _remember(self, block_index: int, documents_state: dict, packer: BestFitPacker) -> None:
-        self._snapshots[block_index] = {"documents": documents_state, "packer": packer.state()}
+    def _remember(self, block_index: int, start: dict, packer: BestFitPacker) -> None:
+        self._snapshots[block_index] = {**start, "packer": packer.state()}
         while len(self._snapshots) > self.keep_snapshots:
             self._snapshots.popitem(last=False)
 
@@ -225,15 +251,11 @@ class PackedStream(torch.utils.data.IterableDataset):
         block_index, row = position
         if block_index not in self._snapshots:
             raise KeyError(f"stream position {position} is older than the {self.keep_snapshots} remembered blocks")
-        snapshot = self._snapshots[block_index]
-        return {"block_index": block_index, "skip_rows": row + 1, "epoch": self.epoch, **snapshot}
+        return {"block_index": block_index, "skip_rows": row + 1, **self._snapshots[block_index]}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a `state_dict` at the next iteration."""
         if self.data_args.shuffle_buffer_size:
             logger.warning("Data: datasets does not save shuffle buffers: resuming a shuffled stream loses up to "
                            "%d documents per source and is not row-exact", self.data_args.shuffle_buffer_size)
-        self._epoch_offset = 0
-        self.set_epoch(state["epoch"])
-        self._epoch_offset = state["epoch"]
         self._resume = state
