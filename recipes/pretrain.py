@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from clinical_modernbert.checkpoints import RUN_FACTS_FILE, resolve_checkpoint, run_is_finished
+from clinical_modernbert.checkpoints import RUN_FACTS_FILE, resolve_checkpoint
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from clinical_modernbert.evaluation import MLMTopKMetrics
 from clinical_modernbert.hub import claim_push_to_hub, push_model_dir
@@ -35,8 +35,6 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded_default.yaml"
 
 
 def main(model_args, data_args, masking_args, training_args):
-    if run_is_finished(training_args):
-        return
     publish = claim_push_to_hub(training_args)
     set_cpu_threads(training_args)
     run_phases(train_phase, model_args, data_args, masking_args, training_args)

@@ -10,7 +10,8 @@ from transformers import get_scheduler
 
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from clinical_modernbert.parsing import parse_recipe_args
-from clinical_modernbert.phases import combine_facts, finished, phase_arguments, plan_phases
+from clinical_modernbert.checkpoints import run_is_finished
+from clinical_modernbert.phases import combine_facts, phase_arguments, plan_phases
 from clinical_modernbert.pretraining import build_collators
 from conftest import REPO_ROOT
 from test_pretrain_recipe import run_recipe
@@ -165,14 +166,14 @@ def test_combined_facts_sum_counts_and_continue_the_log():
 
 def test_a_phase_is_finished_when_its_run_facts_cover_its_steps(tmp_path):
     [phase] = plan_phases(DataArguments(), training_args(tmp_path, phases=[], lr_scheduler_type="linear"))
-    assert not finished(phase)
+    assert not run_is_finished(phase.output_dir, phase.max_steps)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "run_facts.json").write_text(json.dumps({"steps": 6}))
-    assert not finished(phase)  # a shorter earlier run in the same folder: train on
+    assert not run_is_finished(phase.output_dir, phase.max_steps)  # a shorter earlier run in the same folder
     (tmp_path / "run" / "run_facts.json").write_text(json.dumps({"steps": 10}))
-    assert finished(phase)
+    assert run_is_finished(phase.output_dir, phase.max_steps)
     (tmp_path / "run" / "run_facts.json").write_text('{"steps": 1')  # cut short while written
-    assert not finished(phase)
+    assert not run_is_finished(phase.output_dir, phase.max_steps)
 
 
 @pytest.mark.slow

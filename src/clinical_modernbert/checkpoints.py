@@ -175,20 +175,14 @@ def _start_over(output_dir: Path) -> None:
                     ", ".join(path.name for path in previous))
 
 
-def run_is_finished(args) -> bool:
-    """Whether `output_dir` holds this run finished (its final save done, at `max_steps` or beyond); says so.
-
-    False with `overwrite_output_dir`. A finished run rerun is a no-op; several training phases in one command can
-    skip the finished ones with this.
-    """
-    if args.overwrite_output_dir:
+def run_is_finished(output_dir: str | os.PathLike, max_steps: int) -> bool:
+    """Whether `output_dir` holds a finished run of `max_steps` steps (or more): its final save, which writes
+    `run_facts.json` last, is done. A finished run (or training phase) run again is skipped."""
+    path = Path(output_dir, RUN_FACTS_FILE)
+    if not path.is_file():
         return False
     try:
-        steps = json.loads(Path(args.output_dir, RUN_FACTS_FILE).read_text())["steps"]
-    except (OSError, ValueError, KeyError):
+        return json.loads(path.read_text())["steps"] >= max_steps
+    except (ValueError, KeyError, TypeError) as error:
+        logger.warning("Train: %s is unreadable (%s); the run counts as unfinished", path, error)
         return False
-    if steps < args.max_steps:
-        return False
-    logger.info("Train: %s already holds this run, finished at step %d; nothing to do "
-                "(pass --overwrite_output_dir true to start over)", args.output_dir, steps)
-    return True

@@ -17,6 +17,7 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import SchedulerType
 
+from .checkpoints import run_is_finished
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig, TrainingPhase
 from .pretraining import RUN_FACTS_FILE
 from .trainer import save_json
@@ -160,18 +161,6 @@ def log_plan(plan: list[PlannedPhase]) -> None:
                 sum(p.tokens for p in plan))
 
 
-def finished(phase: PlannedPhase) -> bool:
-    """Whether the phase's folder holds its final run facts for all its steps (a rerun then skips it)."""
-    path = Path(phase.output_dir) / RUN_FACTS_FILE
-    if not path.is_file():
-        return False
-    try:
-        return json.loads(path.read_text()).get("steps") == phase.max_steps
-    except ValueError:  # cut short while written: the phase ends again from its last checkpoint
-        logger.warning("Train: %s is unreadable; phase %s counts as unfinished", path, phase.name)
-        return False
-
-
 TrainPhase = Callable[[PlannedPhase, ModelArguments, DataArguments, MaskingArguments, PretrainConfig], None]
 
 
@@ -182,16 +171,19 @@ def run_phases(train: TrainPhase, model_args: ModelArguments, data_args: DataArg
     state = PartialState()
     if state.is_main_process:
         log_plan(plan)
+    trained = False
     for phase in plan:
-        if finished(phase) and not args.overwrite_output_dir:
+        if run_is_finished(phase.output_dir, phase.max_steps) and not args.overwrite_output_dir:
             if state.is_main_process:
                 logger.info("Train: phase %s already finished in %s; nothing to do for it (pass "
                             "--overwrite_output_dir true to start over)", phase.name, phase.output_dir)
         else:
             phase_model, phase_data, phase_training = phase_arguments(phase, plan, model_args, data_args, args)
             train(phase, phase_model, phase_data, masking_args, phase_training)
+            trained = True
         state.wait_for_everyone()  # the next phase loads what this one saved
-    if len(plan) > 1 and args.should_save:
+    # a finished run run again changes nothing on disk
+    if len(plan) > 1 and args.should_save and (trained or not run_is_finished(args.output_dir, plan[0].total_steps)):
         assemble_output(plan, args.output_dir)
 
 
