@@ -19,6 +19,7 @@ from clinical_modernbert import checkpoints as ckpt
 from clinical_modernbert.checkpoints import (
     INCOMPLETE_DIR,
     MANIFEST_FILE,
+    RUN_FACTS_FILE,
     mark_complete,
     resolve_checkpoint,
     rotate_checkpoints,
@@ -27,7 +28,7 @@ from clinical_modernbert.configs import PretrainConfig
 from clinical_modernbert.trainer import STREAM_STATE_FILE
 
 from conftest import REPO_ROOT
-from test_pretrain_recipe import run_recipe
+from test_pretrain_recipe import cpu_ddp_launcher, run_recipe
 from test_trainer import make_trainer, write_corpus
 
 STREAM_STATE = STREAM_STATE_FILE.format(rank=0)
@@ -194,6 +195,23 @@ def test_a_finished_run_rerun_is_a_no_op_and_overwrite_starts_over(tmp_path):
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
     after = snapshot(out)
     assert after["run_facts.json"] != before["run_facts.json"]
+
+
+@pytest.mark.slow
+def test_two_processes_mark_a_checkpoint_once_both_wrote_and_resume_from_the_complete_one(tmp_path):
+    out = tmp_path / "ddp"
+    args = ["--output_dir", str(out), *RECIPE, "--save_total_limit", "2", "--use_cpu", "true"]
+    run_recipe(*args, launcher=cpu_ddp_launcher())
+    manifest = json.loads((out / "checkpoint-4" / MANIFEST_FILE).read_text())["files"]
+    assert {"rng_state_0.pth", "rng_state_1.pth", STREAM_STATE, STREAM_STATE_FILE.format(rank=1)} <= set(manifest)
+    # as if stopped before process 1 wrote its part of checkpoint-4, and before the final save
+    (out / "checkpoint-4" / STREAM_STATE_FILE.format(rank=1)).unlink()
+    (out / RUN_FACTS_FILE).unlink()
+    result = run_recipe(*args, launcher=cpu_ddp_launcher())
+    assert result.stdout.count(f"checkpoint-4 is incomplete ({STREAM_STATE_FILE.format(rank=1)} is missing)") == 1
+    assert result.stdout.count("Train: resuming from") == 1 and f"resuming from {out / 'checkpoint-2'}" in result.stdout
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
+    assert (out / INCOMPLETE_DIR / "checkpoint-4").is_dir() and (out / "checkpoint-4" / MANIFEST_FILE).is_file()
 
 
 KILL_RECIPE = ["--max_steps", "8", "--per_device_train_batch_size", "4", "--max_seq_length", "128",

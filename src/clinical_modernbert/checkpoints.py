@@ -28,7 +28,9 @@ _CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """The `checkpoint-N` folders of `run_dir`, newest (highest N) first."""
+    """The `checkpoint-N` folders of `run_dir` (if it exists), newest (highest N) first."""
+    if not Path(run_dir).is_dir():
+        return []
     found = [(int(m.group(1)), path) for path in Path(run_dir).iterdir()
              if path.is_dir() and (m := _CHECKPOINT_NAME.match(path.name))]
     return [path for _, path in sorted(found, reverse=True)]
@@ -139,9 +141,8 @@ def resolve_checkpoint(args) -> str | None:
         require_complete(args.resume_from_checkpoint)
         return str(args.resume_from_checkpoint)
     output_dir = Path(args.output_dir)
-    if not output_dir.is_dir():
-        return None
     chosen = None
+    # every process enters (a barrier): checking first whether output_dir exists would race with its creation
     with args.main_process_first(local=args.save_on_each_node, desc="choosing the checkpoint to resume from"):
         if args.overwrite_output_dir:
             if args.should_save:
