@@ -249,6 +249,18 @@ def kill_during_a_save(process, out, nth, delay):
     return False
 
 
+def kill_while_training(process, log_path, delay):
+    """SIGKILL `delay` seconds after the run starts training (its log says so); False if the run ended first."""
+    while process.poll() is None and "Train: phase" not in log_path.read_text():
+        time.sleep(0.01)
+    try:
+        process.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        return True
+
+
 @pytest.mark.slow
 def test_killed_at_random_moments_the_run_resumes_to_the_uninterrupted_weights(tmp_path):
     started = time.monotonic()
@@ -259,30 +271,26 @@ def test_killed_at_random_moments_the_run_resumes_to_the_uninterrupted_weights(t
     out = tmp_path / "killed"
     kills, during_saves = [], 0
     for attempt, mode in enumerate(("save", "timer", "save", "timer")):
-        log = (tmp_path / f"attempt{attempt}.log").open("w")
-        process = launch(out, log)
-        if mode == "save":
-            nth, delay = rng.randint(1, 2), rng.uniform(0.0, 0.05)
-            killed = kill_during_a_save(process, out, nth, delay)
-        else:
-            delay = rng.uniform(0.2, 0.7) * duration  # a resumed run is shorter than the uninterrupted one
-            try:
-                process.wait(timeout=delay)
-                killed = False
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
-                killed = True
-        process.wait()
-        log.close()
+        log_path = tmp_path / f"attempt{attempt}.log"
+        before = incomplete(out)
+        with log_path.open("w") as log:
+            process = launch(out, log)
+            if mode == "save":
+                nth, delay = rng.randint(1, 2), rng.uniform(0.0, 0.05)
+                killed = kill_during_a_save(process, out, nth, delay)
+            else:
+                nth, delay = None, rng.uniform(0.0, 0.5) * duration
+                killed = kill_while_training(process, log_path, delay)
+            process.wait()
         if killed:
-            kills.append((mode, nth if mode == "save" else None, round(delay, 3)))
-            during_saves += bool(incomplete(out))
+            kills.append((mode, nth, round(delay, 3)))
+            during_saves += bool(incomplete(out) - before)
         elif process.returncode != 0:
-            raise AssertionError(f"run failed:\n{(tmp_path / f'attempt{attempt}.log').read_text()[-4000:]}")
+            raise AssertionError(f"run failed:\n{log_path.read_text()[-4000:]}")
         else:
             break
-    print(f"uninterrupted run {duration:.0f} s; kills (mode, nth save, seconds): {kills}; {during_saves} of them "
-          "left an incomplete checkpoint")
+    print(f"uninterrupted run {duration:.0f} s; kills (mode, nth save, seconds after it or after training began): "
+          f"{kills}; {during_saves} of them left an incomplete checkpoint")
     final = run_recipe("--output_dir", str(out), *KILL_RECIPE)  # until it finishes
     assert "already finished" in final.stdout or "Load it with" in final.stdout
     assert len(kills) >= 2 and during_saves >= 1, kills  # the test did kill, once during a save at least
