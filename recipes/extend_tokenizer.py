@@ -15,17 +15,14 @@ import json
 import logging
 from pathlib import Path
 
-from clinical_modernbert.configs import ModelArguments
+from clinical_modernbert.artifacts import ADDED_TOKENS_FILE, VOCABULARY_REPORT_FILE, save_json
+from clinical_modernbert.configs import ModelArguments, VocabularyArguments
 from clinical_modernbert.lexicon import read_terms
 from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
-from clinical_modernbert.trainer import save_json
 from clinical_modernbert.vocabulary import (
-    ADDED_TOKENS_FILE,
-    REPORT_FILE,
-    VocabularyArguments,
     extend_tokenizer,
     fertility_report,
     mine_candidates,
@@ -84,8 +81,8 @@ def main(args: VocabularyArguments) -> dict:
     report = {**summary, **fertility_report(tokenizer, {"heldout_text": heldout}, lexicons, before=base)}
     for name, pair in report["fertility"].items():
         logger.info("Eval: %s fertility %s", name, ", ".join(f"{k} {v:.3f}" for k, v in pair.items()))
-    save_json(report, output_dir / REPORT_FILE)
-    logger.info("Save: tokenizer%s and %s in %s", " + model" if args.mode == "extend" else "", REPORT_FILE, output_dir)
+    save_json(report, output_dir / VOCABULARY_REPORT_FILE)
+    logger.info("Save: tokenizer%s and %s in %s", " + model" if args.mode == "extend" else "", VOCABULARY_REPORT_FILE, output_dir)
     return report
 
 

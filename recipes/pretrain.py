@@ -10,6 +10,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
+from clinical_modernbert.artifacts import RUN_FACTS_FILE, save_json
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from clinical_modernbert.evaluation import MLMTopKMetrics
 from clinical_modernbert.hub import claim_push_to_hub, push_model_dir
@@ -20,7 +21,6 @@ from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.phases import run_phases
 from clinical_modernbert.pretraining import (
-    RUN_FACTS_FILE,
     build_collators,
     build_datasets,
     carry_vocabulary_report,
@@ -29,7 +29,7 @@ from clinical_modernbert.pretraining import (
     run_facts,
     set_cpu_threads,
 )
-from clinical_modernbert.trainer import MLMTrainer, save_json
+from clinical_modernbert.trainer import MLMTrainer
 
 logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded_default.yaml"

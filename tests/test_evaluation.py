@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from transformers import EvalPrediction, ModernBertForMaskedLM, ModernBertModel
 
+from clinical_modernbert.configs import EvaluationArguments
 from clinical_modernbert.attention import packed_attention_inputs
 from clinical_modernbert.configs import DataArguments, ModelArguments
 from clinical_modernbert.evaluation import (
-    EvaluationArguments,
     MLMTopKMetrics,
     build_eval_collator,
     build_eval_dataset,

@@ -13,23 +13,22 @@ from huggingface_hub import constants
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoTokenizer
 
+from clinical_modernbert.configs import PushArguments, check_repo_id
 from clinical_modernbert.hub import (
-    PushArguments,
-    check_repo_id,
     plan_model_upload,
     push,
     push_model_dir,
     push_space,
     select_model_files,
 )
-from clinical_modernbert.model_card import MLM_EVAL_FILE, PLOT_FILE
+from clinical_modernbert.artifacts import MLM_EVAL_FILE, TRAINING_CURVES_FILE
 from conftest import REPO_ROOT
 from hub_server import HubServer
 from test_model_card import sample_mlm_eval, write_model_dir
 
 TOKEN = "hf_stand_in_secret_0123456789"
 REPO_ID = "test-org/clinical-modernbert-test"
-PUBLISHED = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md", PLOT_FILE}
+PUBLISHED = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md", TRAINING_CURVES_FILE}
 # What a training output directory also holds, none of which may leave the machine.
 PRIVATE = {
     "optimizer.pt": b"optimizer state",
@@ -75,7 +74,7 @@ def hub(monkeypatch, tmp_path):
 
 def test_only_allow_listed_files_are_selected(model_dir):
     files, kept_local = select_model_files(model_dir)
-    assert set(files) == PUBLISHED - {"README.md", PLOT_FILE}
+    assert set(files) == PUBLISHED - {"README.md", TRAINING_CURVES_FILE}
     assert set(PRIVATE) | {"checkpoint-2/", "run_facts.json", MLM_EVAL_FILE} <= set(kept_local)
 
 
@@ -195,9 +194,9 @@ def test_push_with_the_recipe_then_load_back(model_dir, tmp_path):
         assert pushed.returncode == 0, pushed.stdout[-3000:] + pushed.stderr[-3000:]
         files = hub.files(REPO_ID)
         assert set(files) == PUBLISHED
-        for name in PUBLISHED - {"README.md", PLOT_FILE}:
+        for name in PUBLISHED - {"README.md", TRAINING_CURVES_FILE}:
             assert files[name] == (model_dir / name).read_bytes()
-        assert files[PLOT_FILE].startswith(b"\x89PNG")
+        assert files[TRAINING_CURVES_FILE].startswith(b"\x89PNG")
         assert TOKEN not in pushed.stdout + pushed.stderr
         assert not any(TOKEN.encode() in content for content in files.values())
         assert len(hub.commits(REPO_ID)) == 2  # the repo's creation, then one commit with every file

@@ -21,17 +21,19 @@ from transformers import AutoConfig, AutoTokenizer, ModernBertForMaskedLM
 from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
 from clinical_modernbert.hub import plan_model_upload
 from clinical_modernbert.model_card import (
-    HELD_OUT_FILE,
     MEASURED_KEYS,
-    MLM_EVAL_FILE,
-    PLOT_FILE,
-    VOCABULARY_FILE,
     card_template,
     plot_training_curves,
     read_run,
     render_model_card,
 )
-from clinical_modernbert.pretraining import RUN_FACTS_FILE
+from clinical_modernbert.artifacts import (
+    HELD_OUT_EVAL_FILE,
+    MLM_EVAL_FILE,
+    RUN_FACTS_FILE,
+    TRAINING_CURVES_FILE,
+    VOCABULARY_REPORT_FILE,
+)
 from conftest import REPO_ROOT, tiny_config
 
 REPO_ID = "test-org/clinical-modernbert-test"
@@ -156,7 +158,7 @@ def test_metadata_is_what_the_hub_expects(model_dir):
 def test_local_base_model_stays_out_of_metadata_and_lends_its_vocabulary_report(model_dir, tmp_path):
     base = tmp_path / "extended-tokenizer-checkpoint"
     base.mkdir()
-    write(base / VOCABULARY_FILE, sample_vocabulary_report())
+    write(base / VOCABULARY_REPORT_FILE, sample_vocabulary_report())
     write(model_dir / RUN_FACTS_FILE, sample_run_facts(base_model=str(base)))
     card = render_model_card(model_dir, REPO_ID).card
     assert card.data.base_model is None
@@ -165,7 +167,7 @@ def test_local_base_model_stays_out_of_metadata_and_lends_its_vocabulary_report(
 
 def test_sections_report_the_runs_own_figures(model_dir):
     facts = sample_run_facts()
-    write(model_dir / HELD_OUT_FILE, {"eval_loss": 5.4321})
+    write(model_dir / HELD_OUT_EVAL_FILE, {"eval_loss": 5.4321})
     text = render_model_card(model_dir, REPO_ID).card.text
     config = AutoConfig.from_pretrained(model_dir)
     parameters = ModernBertForMaskedLM.from_pretrained(model_dir).num_parameters()
@@ -180,8 +182,8 @@ def test_sections_report_the_runs_own_figures(model_dir):
         "| Global batch | 24 rows of 128 tokens, documents packed",
         f"| Mean tokens per step | {123457 / 5:,.0f} |",
         "| Held-out MLM loss at the end of training (15.0% masking) | 5.4321 |",
-        f"| pubmed | `ncbi/pubmed` | 75.0% | 301 | 90,001 | {pct(90001 / 120012)} |",
-        f"| notes | `json` | 25.0% | 77 | 30,011 | {pct(30011 / 120012)} |",
+        f"| pubmed | `ncbi/pubmed` | 75.0% | 301 | {pct(301 / 378)} | 90,001 | {pct(90001 / 120012)} |",
+        f"| notes | `json` | 25.0% | 77 | {pct(77 / 378)} | 30,011 | {pct(30011 / 120012)} |",
         "| Masking-rate schedule | cosine, 30.0% → 15.0% of maskable tokens |",
         "| Medical-token weight | 2.5 ×",
         "| Medical lexicon | 8,765 terms",
@@ -213,14 +215,14 @@ def test_absent_results_are_reported_as_not_measured(model_dir):
     assert card.data.eval_results is None and "model-index" not in card.content
     assert f"Masked-token prediction: not measured (no `{MLM_EVAL_FILE}`" in card.text
     assert "Downstream tasks: not measured" in card.text
-    assert f"Not measured: no `{VOCABULARY_FILE}`" in card.text
+    assert f"Not measured: no `{VOCABULARY_REPORT_FILE}`" in card.text
     assert "| Held-out MLM loss at the end of training (15.0% masking) | not measured |" in card.text
 
 
 def test_evaluation_vocabulary_and_downstream_sections(model_dir):
     report, vocabulary, finetune = sample_mlm_eval(), sample_vocabulary_report(), sample_finetune_result()
     write(model_dir / MLM_EVAL_FILE, report)
-    write(model_dir / VOCABULARY_FILE, vocabulary)
+    write(model_dir / VOCABULARY_REPORT_FILE, vocabulary)
     write(model_dir / "finetune_results_bc5cdr.json", finetune)
     text = render_model_card(model_dir, REPO_ID).card.text
     metrics = report["metrics"]
@@ -272,9 +274,9 @@ def test_run_shorter_than_its_logging_interval_renders_without_a_plot(model_dir)
     rendered = render_model_card(model_dir, REPO_ID)
     assert rendered.plot_png is None
     assert "Training curves: not measured (no loss was logged" in rendered.card.text
-    assert PLOT_FILE not in rendered.card.text
+    assert TRAINING_CURVES_FILE not in rendered.card.text
     plan = plan_model_upload(model_dir, REPO_ID)
-    assert PLOT_FILE not in plan.files and plan.readme == str(rendered.card)
+    assert TRAINING_CURVES_FILE not in plan.files and plan.readme == str(rendered.card)
 
 
 @pytest.mark.parametrize("absent", ["missing", "null"])
@@ -291,8 +293,8 @@ def test_measurements_the_run_lacks_read_not_measured(model_dir, absent):
         "| Tokens trained (non-padding, counted during training) | not measured |",
         "| Optimizer steps | not measured |",
         "| Mean tokens per step | not measured |",
-        "| pubmed | `ncbi/pubmed` | 75.0% | not measured | not measured | not measured |",
-        "| notes | `json` | 25.0% | not measured | not measured | not measured |",
+        "| pubmed | `ncbi/pubmed` | 75.0% | not measured | not measured | not measured | not measured |",
+        "| notes | `json` | 25.0% | not measured | not measured | not measured | not measured |",
         "| Realised masking rate over the run | not measured |",
         "| Medical share of maskable tokens / of masked tokens | not measured / not measured |",
         "Training curves: not measured",
@@ -306,8 +308,8 @@ def test_zero_steps_and_an_unread_source(model_dir):
     write(model_dir / RUN_FACTS_FILE, facts)
     text = render_model_card(model_dir, REPO_ID).card.text
     assert "| Optimizer steps | 0 |" in text and "| Mean tokens per step | not measured |" in text
-    assert "| pubmed | `ncbi/pubmed` | 75.0% | 301 | 90,001 | 100.0% |" in text
-    assert "| notes | `json` | 25.0% | not measured | not measured | not measured |" in text
+    assert "| pubmed | `ncbi/pubmed` | 75.0% | 301 | 100.0% | 90,001 | 100.0% |" in text
+    assert "| notes | `json` | 25.0% | not measured | not measured | not measured | not measured |" in text
     assert "| Realised masking rate over the run | not measured |" in text
 
 
@@ -349,8 +351,8 @@ def test_malformed_evaluation_file_is_refused(model_dir, path, value, message):
     [
         (MLM_EVAL_FILE, "{not json", "not valid JSON"),
         (MLM_EVAL_FILE, "[1, 2]", "expected a JSON object, got list"),
-        (VOCABULARY_FILE, {"tokens_added": -1, "fertility": {"a": {"after": 1.2}}}, "'tokens_added' must be"),
-        (VOCABULARY_FILE, {"tokens_added": 3, "fertility": {"a": {"before": 1.2}}}, r"fertility.a must hold"),
+        (VOCABULARY_REPORT_FILE, {"tokens_added": -1, "fertility": {"a": {"after": 1.2}}}, "'tokens_added' must be"),
+        (VOCABULARY_REPORT_FILE, {"tokens_added": 3, "fertility": {"a": {"before": 1.2}}}, r"fertility.a must hold"),
         ("finetune_results_ner.json", {"task": "ner", "split": "test", "checkpoint": "x", "metrics": {"f1": 0.8}},
          "metrics.f1 must hold numbers 'mean' and 'std'"),
         (RUN_FACTS_FILE, {"steps": 3}, r"missing key\(s\) \['base_model'"),
@@ -401,7 +403,7 @@ def test_card_of_a_real_pretraining_run(tmp_path):
     """`recipes/pretrain.py` runs three steps; the card shows what its run_facts.json and eval_results.json hold."""
     out = pretrain_tiny(tmp_path, "--max_steps", "3", "--logging_steps", "1", "--max_eval_documents", "8")
     facts = json.loads((out / RUN_FACTS_FILE).read_text())
-    held_out = json.loads((out / HELD_OUT_FILE).read_text())["eval_loss"]
+    held_out = json.loads((out / HELD_OUT_EVAL_FILE).read_text())["eval_loss"]
     rendered = render_model_card(out, REPO_ID)
     text = rendered.card.text
     assert f"| Tokens trained (non-padding, counted during training) | {facts['tokens_trained']:,} |" in text

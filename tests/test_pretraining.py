@@ -11,7 +11,8 @@ import clinical_modernbert.pretraining as pretraining
 from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
 from clinical_modernbert.configs import DataArguments, PretrainConfig
 from clinical_modernbert.lexicon import Lexicon
-from clinical_modernbert.pretraining import EVAL_SET_DIR, build_eval_set
+from clinical_modernbert.artifacts import EVAL_SET_DIR
+from clinical_modernbert.pretraining import build_eval_set
 
 
 @pytest.fixture

@@ -11,14 +11,14 @@ import torch
 import yaml
 from transformers import AutoTokenizer, ModernBertForMaskedLM, PreTrainedTokenizerFast
 
+from clinical_modernbert.artifacts import VOCABULARY_REPORT_FILE
+from clinical_modernbert.configs import VocabularyArguments
 from clinical_modernbert.assets import EMBEDDED_CORPUS
 from clinical_modernbert.configs import ModelArguments
 from clinical_modernbert.model_card import validate_vocabulary_report
 from clinical_modernbert.modeling import load_model
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.vocabulary import (
-    REPORT_FILE,
-    VocabularyArguments,
     count_word_forms,
     extend_tokenizer,
     fertility_report,
@@ -239,7 +239,7 @@ def test_recipe_extend_round_trip_and_warm_start(hub_like_checkpoint, modernbert
     }))
     report = recipe.main(*parse_recipe_args([VocabularyArguments], ["--config", str(config)]))
     out = tmp_path / "out"
-    validate_vocabulary_report(json.loads((out / REPORT_FILE).read_text()), out / REPORT_FILE)
+    validate_vocabulary_report(json.loads((out / VOCABULARY_REPORT_FILE).read_text()), out / VOCABULARY_REPORT_FILE)
     assert report["tokens_added"] == 150 and report["vocab_size"] == {"before": 50368, "after": 50368 + 150}
     assert report["fertility"]["heldout_text"]["after"] < report["fertility"]["heldout_text"]["before"]
     assert report["fertility"]["drugs"]["after"] <= report["fertility"]["drugs"]["before"]

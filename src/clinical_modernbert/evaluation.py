@@ -23,58 +23,21 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import EvalPrediction, TrainingArguments
 
-from .configs import DataArguments
+from .artifacts import MLM_EVAL_FILE
+from .configs import DataArguments, EvaluationArguments
 from .data.stream import PackedStream, materialise
 from .lexicon import Lexicon
-from .masking import MedicalMaskingCollator, check_probability
+from .masking import MedicalMaskingCollator
 from .metrics import MLM_TOPK_ACCURACY
 from .trainer import MLMTrainer
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-RESULTS_FILE = "mlm_eval_results.json"
-SPLITS = ("held_out", "all")
 COUNTED_POSITIONS = (
     "every position with a label: each token selected for masking, whether replaced by [MASK], replaced by a random "
     "token, or kept unchanged; special tokens and padding are never selected"
 )
-
-
-@dataclass
-class EvaluationArguments:
-    """What `recipes/evaluate_mlm.py` measures and where it writes it (model: `ModelArguments`; text: `DataArguments`)."""
-
-    output_json: str | None = field(
-        default=None,
-        metadata={"help": f"Result file (default: {RESULTS_FILE} in the model directory, or here for a Hub id)."},
-    )
-    split: str = field(
-        default="held_out",
-        metadata={
-            "help": "held_out: the documents pretraining held out of `sources` (eval_fraction, max_eval_documents); "
-            "all: every document of `sources` (a separate evaluation set)."
-        },
-    )
-    mlm_probability: float = field(default=0.15, metadata={"help": "Fixed share of tokens masked (uniformly)."})
-    seed: int = field(default=42, metadata={"help": "Seed of the masking: same seed, same masked positions."})
-    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Rows per forward pass."})
-    top_k: list[int] | None = field(
-        default=None, metadata={"help": "The k of top-k accuracy (default: the metric's 1 5 10 25)."}
-    )
-    bf16: bool = field(default=False, metadata={"help": "Evaluate under bf16 autocast (GPU)."})
-    lexicon_files: list[str] = field(
-        default_factory=list, metadata={"help": "Term lists (one per line) for the medical/other breakdown."}
-    )
-    code_tables: list[str] = field(default_factory=list, metadata={"help": "Code tables (TSV/CSV, `code` column)."})
-    use_default_lexicon: bool = field(default=True, metadata={"help": "Include the embedded default lexicon."})
-
-    def __post_init__(self):
-        if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-        self.mlm_probability = check_probability("mlm_probability", self.mlm_probability)
-        if self.per_device_eval_batch_size < 1:
-            raise ValueError(f"per_device_eval_batch_size must be >= 1, got {self.per_device_eval_batch_size}")
 
 
 def top_k_ids(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -239,7 +202,7 @@ def results_path(model_name_or_path: str, output_json: str | None) -> Path:
     if output_json:
         return Path(output_json)
     model_dir = Path(model_name_or_path)
-    return (model_dir if model_dir.is_dir() else Path.cwd()) / RESULTS_FILE
+    return (model_dir if model_dir.is_dir() else Path.cwd()) / MLM_EVAL_FILE
 
 
 def evaluation_report(model_name_or_path: str, data_args: DataArguments, eval_args: EvaluationArguments,

@@ -14,10 +14,11 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, get_token
-from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from .configs import check_repo_id
+from .artifacts import TRAINING_CURVES_FILE
 from .assets import shipped_folder
-from .model_card import PLOT_FILE, render_model_card
+from .model_card import render_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -34,29 +35,6 @@ OTHER_WEIGHT_FORMATS = ("pytorch_model*.bin", "tf_model*.h5", "flax_model*.msgpa
 SPACE_FILES = ("app.py", "requirements.txt", "README.md")
 # The package modules the Space demo imports (medical-term highlighting), uploaded beside app.py.
 SPACE_PACKAGE_FILES = ("__init__.py", "lexicon.py", "assets/__init__.py", "assets/lexicon/*.txt")
-
-
-@dataclass
-class PushArguments:
-    """What `recipes/push_to_hub.py` publishes: a model directory, the Space demo, or both."""
-
-    model_dir: str | None = field(default=None, metadata={"help": "Trained model directory (recipes/pretrain.py)."})
-    repo_id: str | None = field(
-        default=None, metadata={"help": "Model repo `namespace/name`: uploaded to, and served by the Space."}
-    )
-    space_id: str | None = field(default=None, metadata={"help": "Also publish the Gradio demo to this Space."})
-    private: bool = field(default=False, metadata={"help": "Create the repo(s) private."})
-    revision: str | None = field(default=None, metadata={"help": "Branch of the model repo (created if needed)."})
-    dry_run: bool = field(default=False, metadata={"help": "Print the file list and the card; upload nothing."})
-    license: str = field(default="apache-2.0", metadata={"help": "License id in the card's metadata."})
-    language: str = field(default="en", metadata={"help": "Language code in the card's metadata."})
-
-    def __post_init__(self):
-        if not self.model_dir and not self.space_id:
-            raise ValueError("Nothing to publish: give --model_dir (with --repo_id) and/or --space_id.")
-        check_repo_id(self.repo_id)
-        if self.space_id:
-            check_repo_id(self.space_id, "space_id")
 
 
 @dataclass
@@ -85,17 +63,6 @@ class UploadPlan:
             lines.extend(f"  - {name}" for name in self.kept_local)
         lines.extend(f"Space variable {key}={value}" for key, value in self.space_variables.items())
         return "\n".join(lines)
-
-
-def check_repo_id(repo_id: str | None, what: str = "repo_id") -> str:
-    """`repo_id` if it is a valid `namespace/name` Hub id, else a `ValueError` saying why."""
-    if not repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(f"{what} must be 'namespace/name' (e.g. my-org/clinical-modernbert), got {repo_id!r}")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise ValueError(f"{what} {repo_id!r} is not a valid Hub id: {err}") from None
-    return repo_id
 
 
 def resolve_token() -> str:
@@ -158,7 +125,7 @@ def plan_model_upload(
     rendered = render_model_card(model_dir, repo_id, license=license, language=language)
     files = {**files, "README.md": str(rendered.card).encode("utf-8")}
     if rendered.plot_png:
-        files[PLOT_FILE] = rendered.plot_png
+        files[TRAINING_CURVES_FILE] = rendered.plot_png
     return UploadPlan(repo_id=repo_id, repo_type="model", files=files, kept_local=kept_local)
 
 

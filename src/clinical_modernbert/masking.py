@@ -13,17 +13,9 @@ import torch
 import xxhash
 from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
+from .configs.checks import check_probability
+from .configs.pretraining import MASKING_SCHEDULES
 from .data.packing import document_tensors
-
-SCHEDULES = ("linear", "cosine", "constant")
-
-
-def check_probability(name: str, value: float) -> float:
-    """`value` as a float, or a ValueError naming `name` unless 0 < value < 1."""
-    if not 0 < value < 1:
-        raise ValueError(f"{name} must be in (0, 1), got {value}")
-    return float(value)
-
 
 @dataclass
 class MaskingSchedule:
@@ -43,8 +35,8 @@ class MaskingSchedule:
     def __post_init__(self):
         self.start = check_probability("mlm_probability_start", self.start)
         self.end = check_probability("mlm_probability_end", self.end)
-        if self.kind not in SCHEDULES:
-            raise ValueError(f"mlm_schedule must be one of {SCHEDULES}, got {self.kind!r}")
+        if self.kind not in MASKING_SCHEDULES:
+            raise ValueError(f"mlm_schedule must be one of {MASKING_SCHEDULES}, got {self.kind!r}")
         self.total_steps = max(int(self.total_steps), 1)
 
     def __call__(self, step: int) -> float:

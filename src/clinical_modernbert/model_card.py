@@ -23,17 +23,12 @@ from matplotlib.figure import Figure
 from safetensors import safe_open
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
+from .artifacts import FINETUNE_RESULTS_FILE, HELD_OUT_EVAL_FILE, MLM_EVAL_FILE, RUN_FACTS_FILE, TRAINING_CURVES_FILE, VOCABULARY_REPORT_FILE
 from .assets import shipped_folder
-from .evaluation import RESULTS_FILE as MLM_EVAL_FILE
-from .finetuning.configs import RESULTS_FILE as FINETUNE_FILE
-from .pretraining import RUN_FACTS_FILE
-from .vocabulary import REPORT_FILE as VOCABULARY_FILE
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE_FILE = "template.md"  # in the repository's model_card/ folder
-PLOT_FILE = "training_curves.png"
-HELD_OUT_FILE = "eval_results.json"
 TAGS = ["modernbert", "fill-mask", "masked-language-modeling", "biomedical", "clinical"]
 
 # What the run was set up to do: every run of recipes/pretrain.py writes these, so a file without them is refused.
@@ -85,19 +80,19 @@ def read_run(model_dir: str | Path) -> RunRecord:
         )
     facts = _read_json(facts_path)
     validate_run_facts(facts, facts_path)
-    held_out = _read_json(model_dir / HELD_OUT_FILE) if (model_dir / HELD_OUT_FILE).is_file() else None
+    held_out = _read_json(model_dir / HELD_OUT_EVAL_FILE) if (model_dir / HELD_OUT_EVAL_FILE).is_file() else None
     mlm_eval = vocabulary = None
     if (model_dir / MLM_EVAL_FILE).is_file():
         mlm_eval = _read_json(model_dir / MLM_EVAL_FILE)
         validate_mlm_eval(mlm_eval, model_dir / MLM_EVAL_FILE)
     base_dir = Path(facts["base_model"]) if facts["base_model"] else None
     for directory in (model_dir, base_dir):
-        if directory is not None and (directory / VOCABULARY_FILE).is_file():
-            vocabulary = _read_json(directory / VOCABULARY_FILE)
-            validate_vocabulary_report(vocabulary, directory / VOCABULARY_FILE)
+        if directory is not None and (directory / VOCABULARY_REPORT_FILE).is_file():
+            vocabulary = _read_json(directory / VOCABULARY_REPORT_FILE)
+            validate_vocabulary_report(vocabulary, directory / VOCABULARY_REPORT_FILE)
             break
     finetune = []
-    for path in sorted(model_dir.glob(FINETUNE_FILE.format(task="*"))):
+    for path in sorted(model_dir.glob(FINETUNE_RESULTS_FILE.format(task="*"))):
         result = _read_json(path)
         validate_finetune_result(result, path)
         finetune.append(result)
@@ -137,7 +132,7 @@ def render_model_card(
     """The model card (README.md) of `model_dir` for the Hub repo `repo_id`, and its training-curve plot (PNG)."""
     run = read_run(model_dir)
     plot = plot_training_curves(run.facts.get("log_history") or [])
-    context = card_context(run, repo_id, plot_file=PLOT_FILE if plot else None)
+    context = card_context(run, repo_id, plot_file=TRAINING_CURVES_FILE if plot else None)
     card = ModelCard.from_template(card_data(run, repo_id, license, language), template_str=card_template(), **context)
     logger.info("Card: rendered for %s from %s", repo_id, run.model_dir)
     return RenderedCard(card=card, plot_png=plot)
@@ -244,7 +239,7 @@ def card_context(run: RunRecord, repo_id: str, plot_file: str | None) -> dict:
             for r in run.finetune
         ],
         "plot_file": plot_file,
-        "files": {"mlm_eval": MLM_EVAL_FILE, "vocabulary": VOCABULARY_FILE, "finetune": FINETUNE_FILE.format(task="*")},
+        "files": {"mlm_eval": MLM_EVAL_FILE, "vocabulary": VOCABULARY_REPORT_FILE, "finetune": FINETUNE_RESULTS_FILE.format(task="*")},
     }
 
 

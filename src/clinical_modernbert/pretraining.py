@@ -14,19 +14,16 @@ import xxhash
 from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 
+from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, RUN_FACTS_FILE, VOCABULARY_REPORT_FILE
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from .data.sources import local_files
 from .data.stream import PackedStream, materialise
 from .evaluation import build_eval_collator
 from .lexicon import Lexicon
 from .masking import MaskingSchedule, MedicalMaskingCollator, check_probability
-from .vocabulary import REPORT_FILE as VOCABULARY_REPORT_FILE
 
 logger = logging.getLogger(__name__)
 
-RUN_FACTS_FILE = "run_facts.json"
-EVAL_SET_DIR = "eval_set"
-FINGERPRINT_FILE = "fingerprint.txt"
 
 
 def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: PretrainConfig):
@@ -59,7 +56,7 @@ def build_eval_set(data_args: DataArguments, tokenizer, lexicon: Lexicon | None,
     path = Path(args.output_dir) / EVAL_SET_DIR
     fingerprint = eval_set_fingerprint(data_args, tokenizer, lexicon, args.seed)
     with args.main_process_first(local=args.save_on_each_node, desc="building the evaluation set"):
-        saved = path / FINGERPRINT_FILE
+        saved = path / EVAL_SET_FINGERPRINT_FILE
         reuse = saved.is_file() and saved.read_text() == fingerprint
         if reuse and not (args.should_save and args.overwrite_output_dir):
             eval_dataset = Dataset.load_from_disk(str(path))
@@ -77,7 +74,7 @@ def build_eval_set(data_args: DataArguments, tokenizer, lexicon: Lexicon | None,
             staging = path.with_name(path.name + ".tmp")
             shutil.rmtree(staging, ignore_errors=True)
             eval_dataset.save_to_disk(str(staging))
-            (staging / FINGERPRINT_FILE).write_text(fingerprint)  # written last: a partial save never matches
+            (staging / EVAL_SET_FINGERPRINT_FILE).write_text(fingerprint)  # written last: a partial save never matches
             shutil.rmtree(path, ignore_errors=True)
             staging.rename(path)
             logger.info("Data: evaluation rows saved to %s", path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -181,7 +180,3 @@ class MLMTrainer(Trainer):
                 logger.warning("Data: %s has no stream position; re-reading the stream to skip seen batches", path)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
-
-def save_json(data: dict, path: str | os.PathLike) -> None:
-    """Write a JSON file (used for the run's facts read by the model card)."""
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

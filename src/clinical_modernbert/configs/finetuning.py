@@ -1,4 +1,4 @@
-"""Arguments of the fine-tuning recipe: the task and checkpoint here, the optimisation in `TrainingArguments`."""
+"""Arguments of `recipes/finetune.py`: the task and checkpoint here, the optimisation in `TrainingArguments`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from pathlib import Path
 from transformers import TrainingArguments
 
 TASK_TYPES = ("ner", "classification")
-SPLITS = ("train", "validation", "test")
+FINETUNE_SPLITS = ("train", "validation", "test")
 # File names looked up in data_dir, per split and task type (first existing one wins).
 SPLIT_FILE_STEMS = {"train": ("train",), "validation": ("dev", "devel", "validation", "valid"), "test": ("test",)}
 TASK_FILE_SUFFIXES = {"ner": (".tsv", ".iob", ".txt"), "classification": (".jsonl",)}
-RESULTS_FILE = "finetune_results_{task}.json"  # the model card reads finetune_results*.json
 
 
 @dataclass

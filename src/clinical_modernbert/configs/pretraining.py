@@ -1,15 +1,18 @@
-"""Argument dataclasses of the recipes, parsed by `trl.TrlParser` from YAML with CLI overrides."""
+"""Arguments of `recipes/pretrain.py`: the model, the data sources, training phases, masking and training."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from transformers import TrainingArguments
 
-from .assets import ASSETS_DIR
+from ..assets import ASSETS_DIR
+from .checks import check_probability
 
 EMBEDDED_PREFIX = "embedded:"
 ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
+MASKING_SCHEDULES = ("linear", "cosine", "constant")
 
 
 @dataclass
@@ -126,8 +129,22 @@ def _from_dict(cls, spec: dict, kind: str):
 
 
 @dataclass
-class MaskingArguments:
-    """Medical-token-weighted dynamic masking (see `clinical_modernbert.masking`)."""
+class LexiconArguments:
+    """The medical lexicon (see `clinical_modernbert.lexicon`): the embedded term lists plus the user's files."""
+
+    lexicon_files: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Extra term lists (one term per line) added to the embedded default lexicon."},
+    )
+    code_tables: list[str] = field(
+        default_factory=list, metadata={"help": "Extra code tables (TSV/CSV with a `code` column)."}
+    )
+    use_default_lexicon: bool = field(default=True, metadata={"help": "Include the embedded default lexicon."})
+
+
+@dataclass
+class MaskingArguments(LexiconArguments):
+    """Medical-token-weighted dynamic masking (see `clinical_modernbert.masking`), checked when parsed."""
 
     mlm_probability_start: float = field(default=0.30, metadata={"help": "Masking rate at step 0."})
     mlm_probability_end: float = field(default=0.15, metadata={"help": "Masking rate at max_steps."})
@@ -138,14 +155,18 @@ class MaskingArguments:
     mask_replace_prob: float = field(default=0.8, metadata={"help": "Share of masked tokens replaced by [MASK]."})
     random_replace_prob: float = field(default=0.1, metadata={"help": "Share of masked tokens replaced at random."})
     eval_mlm_probability: float = field(default=0.15, metadata={"help": "Fixed masking rate of evaluation."})
-    lexicon_files: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Extra term lists (one term per line) added to the embedded default lexicon."},
-    )
-    code_tables: list[str] = field(
-        default_factory=list, metadata={"help": "Extra code tables (TSV/CSV with a `code` column)."}
-    )
-    use_default_lexicon: bool = field(default=True, metadata={"help": "Include the embedded default lexicon."})
+
+    def __post_init__(self):
+        for name in ("mlm_probability_start", "mlm_probability_end", "eval_mlm_probability"):
+            setattr(self, name, check_probability(name, getattr(self, name)))
+        if self.mlm_schedule not in MASKING_SCHEDULES:
+            raise ValueError(f"mlm_schedule must be one of {MASKING_SCHEDULES}, got {self.mlm_schedule!r}")
+        if not (self.medical_weight > 0 and math.isfinite(self.medical_weight)):
+            raise ValueError(f"medical_weight must be a positive number, got {self.medical_weight}")
+        replaced = (self.mask_replace_prob, self.random_replace_prob)
+        if not (all(0 <= p <= 1 for p in replaced) and sum(replaced) <= 1):
+            raise ValueError(f"mask_replace_prob and random_replace_prob must be in [0, 1] and add up to at most 1, "
+                             f"got {self.mask_replace_prob} and {self.random_replace_prob}")
 
 
 @dataclass
