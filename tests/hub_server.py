@@ -80,7 +80,7 @@ class HubServer:
     def add_repo(self, repo_id: str, files: dict[str, bytes], repo_type: str = "dataset") -> Repo:
         """A public repository holding `files` in one commit on main, as if pushed earlier."""
         repo = Repo(repo_type, private=False, sdk=None)
-        repo.branches["main"] = [Commit(_oid(b"".join(files)), "add files", dict(files))]
+        repo.branches["main"] = [Commit(_oid(b"".join(files.values())), "add files", dict(files))]
         self.repos[(repo_type, repo_id)] = repo
         return repo
 
