@@ -1,6 +1,6 @@
 """PubMed preparation benchmark: parsed citations per second per process, and the projected time for a whole baseline.
 
-    python benchmarks/pubmed_parsing.py [--files 4] [--copies 50] [--repeats 3]
+    python benchmarks/pubmed_parsing.py [--files 6] [--copies 25] [--repeats 3]
 
 NCBI's real files in ../shared/data/pubmed_xml are cut to ~30 citations each, too few to time; their 120 modern
 citations (`PubmedArticle`, both baselines and updates) are repeated `--copies` times with fresh PMIDs into each of
@@ -63,8 +63,8 @@ def best(fn, repeats: int) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", type=int, default=4)
-    parser.add_argument("--copies", type=int, default=50)
+    parser.add_argument("--files", type=int, default=6)
+    parser.add_argument("--copies", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/pubmed_parsing.json"))
     args = parser.parse_args()

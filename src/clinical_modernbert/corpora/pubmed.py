@@ -16,6 +16,7 @@ import json
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
 
@@ -80,8 +81,9 @@ def parse_files(files: list[NcbiFile], parsed_dir: Path, num_proc: int = 1, retr
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     tasks = [(file, manifest.get(file.name, {}).get("md5"), parsed_dir, retries) for file in files]
     done_before = 0
-    with ProcessPoolExecutor(num_proc) if num_proc > 1 else _Inline() as pool:
-        for entry in tqdm(pool.map(parse_file, *zip(*tasks)), total=len(tasks), desc="PubMed files", unit="file"):
+    with ExitStack() as stack:
+        mapper = stack.enter_context(ProcessPoolExecutor(num_proc)).map if num_proc > 1 else map
+        for entry in tqdm(mapper(parse_file, *zip(*tasks)), total=len(tasks), desc="PubMed files", unit="file"):
             if entry is None:
                 done_before += 1
                 continue
@@ -146,15 +148,15 @@ def select_records(parsed: list[Path], languages: list[str], keep_without_abstra
                                       else in_language.to_numpy(zero_copy_only=False))
         columns["file"].append(np.full(table.num_rows, index, dtype=np.int32))
         columns["row"].append(np.arange(table.num_rows, dtype=np.int64))
-    c = {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in columns.items()}
+    c = {name: np.concatenate(parts) for name, parts in columns.items()}
 
     # the latest file that deletes each PMID
-    deletions = np.flatnonzero(c["deleted"].astype(bool))
+    deletions = np.flatnonzero(c["deleted"])
     order = deletions[np.lexsort((c["file"][deletions], c["pmid"][deletions]))]
-    last = np.r_[c["pmid"][order][1:] != c["pmid"][order][:-1], True] if len(order) else np.zeros(0, dtype=bool)
+    last = _last_of_runs(c["pmid"][order])
     deleted_pmid, deleted_in = c["pmid"][order][last], c["file"][order][last]
 
-    records = np.flatnonzero(~c["deleted"].astype(bool))
+    records = np.flatnonzero(~c["deleted"])
     position = np.minimum(np.searchsorted(deleted_pmid, c["pmid"][records]), max(len(deleted_pmid) - 1, 0))
     removed = (np.zeros(len(records), dtype=bool) if not len(deleted_pmid) else
                (deleted_pmid[position] == c["pmid"][records]) & (deleted_in[position] >= c["file"][records]))
@@ -162,9 +164,9 @@ def select_records(parsed: list[Path], languages: list[str], keep_without_abstra
 
     # one record per PMID: highest version, then latest file (then last in its file)
     order = alive[np.lexsort((c["row"][alive], c["file"][alive], c["version"][alive], c["pmid"][alive]))]
-    winners = order[np.r_[c["pmid"][order][1:] != c["pmid"][order][:-1], True]] if len(order) else order
-    with_abstract = winners[c["has_abstract"][winners].astype(bool)] if not keep_without_abstract else winners
-    kept = with_abstract[c["in_language"][with_abstract].astype(bool)]
+    winners = order[_last_of_runs(c["pmid"][order])]
+    with_abstract = winners[c["has_abstract"][winners]] if not keep_without_abstract else winners
+    kept = with_abstract[c["in_language"][with_abstract]]
 
     counts = {
         "citations_parsed": len(records),
@@ -176,6 +178,11 @@ def select_records(parsed: list[Path], languages: list[str], keep_without_abstra
     }
     selected = [np.sort(c["row"][kept][c["file"][kept] == index]) for index in range(len(parsed))]
     return selected, counts
+
+
+def _last_of_runs(sorted_values: np.ndarray) -> np.ndarray:
+    """True at the last element of each run of equal values."""
+    return np.r_[sorted_values[1:] != sorted_values[:-1], True] if len(sorted_values) else np.zeros(0, dtype=bool)
 
 
 def _output_table(path: Path, source_file: str, rows: np.ndarray) -> pa.Table:
@@ -237,15 +244,3 @@ NLM does not endorse this dataset; some abstracts are copyrighted by their publi
 listed above, not the current state of PubMed.
 """
 
-
-class _Inline:
-    """`ProcessPoolExecutor`'s `map` in this process (`num_proc` 1)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, *iterables):
-        return map(fn, *iterables)
