@@ -216,3 +216,38 @@ def test_base_config_reads_the_prepared_corpora():
     assert sources["mimic_iv_notes"]["path"] == "parquet"
     assert sources["mimic_iv_notes"]["data_files"] == "data/mimic-iv-note/data/*.parquet"
     assert "ncbi/pubmed" not in text
+
+
+def test_recipe_config_and_flags_parse():
+    from clinical_modernbert.parsing import parse_recipe_args
+
+    config = REPO_ROOT / "recipes" / "configs" / "prepare_pubmed.yaml"
+    (args,) = parse_recipe_args([PreparePubmedArguments], ["--config", str(config), "--languages", "eng", "fre",
+                                                           "--max_files", "3", "--private", "false"])
+    assert args.source == "https://ftp.ncbi.nlm.nih.gov/pubmed/baseline/" and args.updates.endswith("/updatefiles/")
+    assert (args.languages, args.max_files, args.private, args.num_shards) == (["eng", "fre"], 3, False, 64)
+    (defaults,) = parse_recipe_args([PreparePubmedArguments], ["--source", "folder"])
+    assert defaults.private and defaults.languages == ["eng"] and not defaults.keep_without_abstract
+
+
+def test_base_config_streams_the_folders_the_prepare_recipes_write(tmp_path, monkeypatch, embedded_tokenizer):
+    """Run from a folder where both recipes wrote their defaults, the base config's PubMed and MIMIC sources stream."""
+    from test_mimic import DISCHARGE, RADIOLOGY, write_notes
+
+    from clinical_modernbert.configs import DataArguments, PrepareMimicArguments
+    from clinical_modernbert.corpora.mimic import prepare_mimic
+    from clinical_modernbert.data.stream import PackedStream
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "baseline").mkdir()
+    write_xml(tmp_path / "baseline" / "pubmed26n0001.xml.gz", [article(i, title=f"Title {i}.") for i in range(1, 40)])
+    prepare_pubmed(PreparePubmedArguments(source="baseline"))
+    write_notes(tmp_path / "mimic" / "note" / "discharge.csv.gz", DISCHARGE)
+    write_notes(tmp_path / "mimic" / "note" / "radiology.csv.gz", RADIOLOGY)
+    prepare_mimic(PrepareMimicArguments(source="mimic"))
+    config = yaml.safe_load((REPO_ROOT / "recipes" / "configs" / "clinical_modernbert_base.yaml").read_text())
+    sources = [s for s in config["sources"] if s["name"] in ("pubmed", "mimic_iv_notes")]
+    args = DataArguments(sources=sources, max_seq_length=64, eval_fraction=0.0)
+    rows = list(PackedStream(args, embedded_tokenizer))
+    documents = [sum(row["stream_stats"][k][0] for row in rows) for k in range(len(sources))]  # per source
+    assert [s["name"] for s in sources] == ["pubmed", "mimic_iv_notes"] and all(n > 0 for n in documents), documents
