@@ -251,3 +251,12 @@ def test_base_config_streams_the_folders_the_prepare_recipes_write(tmp_path, mon
     rows = list(PackedStream(args, embedded_tokenizer))
     documents = [sum(row["stream_stats"][k][0] for row in rows) for k in range(len(sources))]  # per source
     assert [s["name"] for s in sources] == ["pubmed", "mimic_iv_notes"] and all(n > 0 for n in documents), documents
+
+
+def test_a_legacy_medline_folder_is_prepared_too(tmp_path):
+    legacy = shared_path("data/pubmed_xml/legacy")
+    summary = prepare(legacy, tmp_path / "out", num_shards=4)
+    rows = read_rows(tmp_path / "out")
+    assert {r["pmid"] for r in rows} == set(reference(sorted(legacy.glob("*.xml.gz"))))
+    assert summary["baseline_year"] == 2016 and summary["counts"]["citations_parsed"] == 604
+    assert {r["source_file"] for r in rows} == {"medline16n0902.xml.gz"}
