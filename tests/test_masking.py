@@ -364,3 +364,32 @@ def test_trainer_drives_the_schedule_and_resume_continues_it(tmp_path, embedded_
 
     resumed, _ = train(resume=str(tmp_path / "checkpoint-3"))
     assert resumed[0] == schedule(3)
+
+
+NOTE = ("Name:  ___                     Unit No:   ___\nAdmission Date:  ___   Discharge Date:   ___\n"
+        "Attending: ___.\nChief Complaint: abdominal pain; ___ of ___ was started on lactulose for ___.\n")
+
+
+@pytest.mark.parametrize("which", ["embedded", "modernbert"])
+def test_deidentification_placeholders_are_never_masked(embedded_tokenizer, which):
+    """MIMIC's `___` carries no signal: over many draws at a 50% rate, no label ever falls on a token made only of
+    underscores, while the other tokens are masked at about the rate."""
+    from conftest import shared_path
+    from transformers import AutoTokenizer
+
+    from clinical_modernbert.masking import placeholder_ids
+
+    tokenizer = embedded_tokenizer if which == "embedded" else AutoTokenizer.from_pretrained(
+        shared_path("modernbert-tokenizer"))
+    ids = tokenizer(NOTE * 8)["input_ids"]
+    placeholders = torch.tensor(placeholder_ids(tokenizer))
+    assert set(tokenizer.convert_ids_to_tokens(placeholders.tolist())) >= {"_"}
+    c = collator(tokenizer, mlm_probability=0.5, whole_term_masking=False)
+    row = torch.tensor(ids)
+    is_placeholder = torch.isin(row, placeholders)
+    other = ~is_placeholder & ~torch.isin(row, torch.tensor(tokenizer.all_special_ids))
+    assert int(is_placeholder.sum()) >= 60
+    labels = c([{"input_ids": ids}] * 200)["labels"]  # 200 rows: 200 independent draws
+    assert not bool((labels[:, is_placeholder] != -100).any())
+    labelled_other, n = int((labels[:, other] != -100).sum()), 200 * int(other.sum())
+    assert abs(labelled_other / n - 0.5) < 4 * math.sqrt(0.25 / n)

@@ -74,7 +74,7 @@ def sample_run_facts(**overrides) -> dict:
         "precision": "bf16",
         "learning_rate": 0.0007,
         "source_weights": {"pubmed": 3.0, "notes": 1.0},
-        "source_paths": {"pubmed": "ncbi/pubmed", "notes": "json"},
+        "source_paths": {"pubmed": "my-org/pubmed", "notes": "json"},
         "masking": {"schedule": "cosine", "mlm_probability_start": 0.3, "mlm_probability_end": 0.15,
                     "eval_mlm_probability": 0.15, "medical_weight": 2.5, "whole_term_masking": True,
                     "lexicon_terms": 8765},
@@ -147,7 +147,7 @@ def test_metadata_is_what_the_hub_expects(model_dir):
     assert (data.pipeline_tag, data.license, data.language, data.library_name) == ("fill-mask", "mit", "en",
                                                                                    "transformers")
     assert data.base_model == "answerdotai/ModernBERT-base"
-    assert data.datasets == ["ncbi/pubmed"]  # the `json` builder of local files is no Hub dataset
+    assert data.datasets == ["my-org/pubmed"]  # the `json` builder of local files is no Hub dataset
     assert data.model_name == REPO_ID.split("/")[1]
     values = {r.metric_type: r.metric_value for r in data.eval_results}
     assert values == {**{f"top_{k}_accuracy": report["metrics"][f"top_{k}"] for k in report["top_k"]},
@@ -182,7 +182,7 @@ def test_sections_report_the_runs_own_figures(model_dir):
         "| Global batch | 24 rows of 128 tokens, documents packed",
         f"| Mean tokens per step | {123457 / 5:,.0f} |",
         "| Held-out MLM loss at the end of training (15.0% masking) | 5.4321 |",
-        f"| pubmed | `ncbi/pubmed` | 75.0% | 301 | {pct(301 / 378)} | 90,001 | {pct(90001 / 120012)} |",
+        f"| pubmed | `my-org/pubmed` | 75.0% | 301 | {pct(301 / 378)} | 90,001 | {pct(90001 / 120012)} |",
         f"| notes | `json` | 25.0% | 77 | {pct(77 / 378)} | 30,011 | {pct(30011 / 120012)} |",
         "| Masking-rate schedule | cosine, 30.0% → 15.0% of maskable tokens |",
         "| Medical-token weight | 2.5 ×",
@@ -293,7 +293,7 @@ def test_measurements_the_run_lacks_read_not_measured(model_dir, absent):
         "| Tokens trained (non-padding, counted during training) | not measured |",
         "| Optimizer steps | not measured |",
         "| Mean tokens per step | not measured |",
-        "| pubmed | `ncbi/pubmed` | 75.0% | not measured | not measured | not measured | not measured |",
+        "| pubmed | `my-org/pubmed` | 75.0% | not measured | not measured | not measured | not measured |",
         "| notes | `json` | 25.0% | not measured | not measured | not measured | not measured |",
         "| Realised masking rate over the run | not measured |",
         "| Medical share of maskable tokens / of masked tokens | not measured / not measured |",
@@ -308,7 +308,7 @@ def test_zero_steps_and_an_unread_source(model_dir):
     write(model_dir / RUN_FACTS_FILE, facts)
     text = render_model_card(model_dir, REPO_ID).card.text
     assert "| Optimizer steps | 0 |" in text and "| Mean tokens per step | not measured |" in text
-    assert "| pubmed | `ncbi/pubmed` | 75.0% | 301 | 100.0% | 90,001 | 100.0% |" in text
+    assert "| pubmed | `my-org/pubmed` | 75.0% | 301 | 100.0% | 90,001 | 100.0% |" in text
     assert "| notes | `json` | 25.0% | not measured | not measured | not measured | not measured |" in text
     assert "| Realised masking rate over the run | not measured |" in text
 

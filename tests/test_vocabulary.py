@@ -281,5 +281,5 @@ def test_recipe_scratch_mode(tmp_path, embedded_tokenizer):
 def test_example_config_parses():
     config = REPO_ROOT / "recipes" / "configs" / "extend_tokenizer.yaml"
     (args,) = parse_recipe_args([VocabularyArguments], ["--config", str(config)])
-    assert args.mode == "extend" and args.num_new_tokens == 5000 and args.sources[0].path == "ncbi/pubmed"
+    assert args.mode == "extend" and args.num_new_tokens == 5000 and args.sources[0].path == "parquet"
     assert args.lexicon_files and all(os.path.isfile(f) for f in args.lexicon_files)

@@ -59,7 +59,8 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
     `MLMTrainer` pops.
 
     Masking samples units: a medical term with `whole_term_masking` (all its tokens or none), a word with
-    `whole_word_masking`, else a token. Special tokens and padding are never masked. Unit u of n_u tokens and weight
+    `whole_word_masking`, else a token. Special tokens, padding and de-identification placeholders (`___`) are never
+    masked. Unit u of n_u tokens and weight
     w_u (`medical_weight` if it starts with a medical token, else 1) is masked with probability q_u = min(1, c·w_u),
     c solved per sequence (water-filling) so that sum_u q_u·n_u = p·N, N the sequence's maskable tokens: the expected
     masked fraction is the rate p whatever the weights, which only choose *which* tokens are masked. Masked tokens
@@ -110,6 +111,7 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
         self._vocab_size = len(self.tokenizer)
         self._special = torch.zeros(self._vocab_size, dtype=torch.bool)
         self._special[self.tokenizer.all_special_ids] = True
+        self._special[placeholder_ids(self.tokenizer)] = True  # never masked either: they carry no signal
         if self.whole_word_masking:
             self._continues_word, self._ends_in_punctuation = _word_tables(self.tokenizer)
 
@@ -245,6 +247,12 @@ def _concatenated(sequences: list, total: int) -> torch.Tensor:
 def _previous(values: torch.Tensor, first: bool) -> torch.Tensor:
     """`values` shifted right by one position along the sequence; `first` fills position 0."""
     return torch.cat([torch.full_like(values[:, :1], first), values[:, :-1]], dim=1)
+
+
+def placeholder_ids(tokenizer) -> list[int]:
+    """Ids of the tokens whose text is only underscores (`_`, `___`, ` ___`): MIMIC's de-identification placeholders."""
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], clean_up_tokenization_spaces=False)
+    return [i for i, text in enumerate(texts) if set(text.strip()) == {"_"}]
 
 
 def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@ parsed. One module per recipe family; the shared lexicon arguments and checks li
 `checks`."""
 
 from .checks import check_probability, check_repo_id
+from .corpora import PrepareMimicArguments, PreparePubmedArguments
 from .embedded_assets import EmbeddedAssetArguments
 from .evaluation import EVALUATION_SPLITS, EvaluationArguments
 from .finetuning import FinetuneArguments, FinetuneTrainingArguments
@@ -36,6 +37,8 @@ __all__ = [
     "LexiconArguments",
     "MaskingArguments",
     "ModelArguments",
+    "PrepareMimicArguments",
+    "PreparePubmedArguments",
     "PretrainConfig",
     "PushArguments",
     "SourceConfig",

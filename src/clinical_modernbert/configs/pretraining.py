@@ -52,7 +52,7 @@ class ModelArguments:
 class SourceConfig:
     """One corpus of the mixture: a Hub dataset or local files, read with `datasets` in streaming mode.
 
-    `path` is a Hub id (e.g. `ncbi/pubmed`) or a `datasets` builder (`json`, `parquet`, `csv`, `text`) used with
+    `path` is a Hub id (e.g. `my-org/pubmed`) or a `datasets` builder (`json`, `parquet`, `csv`, `text`) used with
     `data_files` (local paths or globs, compressed files allowed). Text comes from `text_field`, or from `template`,
     a Python format string over the row's columns (e.g. `"ICD-9 code {code}: {description}"`).
     """
@@ -245,3 +245,4 @@ class PretrainConfig(TrainingArguments):
             self.max_steps = total
         if self.max_steps <= 0:
             raise ValueError("max_steps must be set (> 0): the corpus is a stream of unknown length.")
+
