@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, pipeline
 
+from clinical_modernbert.logging_setup import REPLICA_LOG_LEVEL
 from clinical_modernbert.masking import MaskingSchedule
 from conftest import REPO_ROOT
 
@@ -18,8 +19,8 @@ FAST = ["--max_steps", "6", "--per_device_train_batch_size", "4", "--max_seq_len
         "--logging_steps", "2", "--max_eval_documents", "8", "--save_strategy", "no"]
 
 
-def run_recipe(*args, launcher=(sys.executable,), check=True):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+def run_recipe(*args, launcher=(sys.executable,), check=True, env=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     result = subprocess.run([*launcher, str(REPO_ROOT / "recipes" / "pretrain.py"), *args],
                             capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600)
     if check and result.returncode != 0:
@@ -103,7 +104,8 @@ def cpu_ddp_launcher() -> list[str]:
 @pytest.mark.slow
 def test_two_process_cpu_ddp(tmp_path):
     out = tmp_path / "ddp"
-    result = run_recipe("--output_dir", str(out), *FAST, "--use_cpu", "true", launcher=cpu_ddp_launcher())
+    result = run_recipe("--output_dir", str(out), *FAST, "--use_cpu", "true", launcher=cpu_ddp_launcher(),
+                        env={REPLICA_LOG_LEVEL: "INFO"})  # the other process's INFO lines too
     facts = json.loads((out / "run_facts.json").read_text())
     assert facts["global_batch_size"] == 8  # 4 per process x 2 processes
     assert AutoModelForMaskedLM.from_pretrained(out).config.model_type == "modernbert"
