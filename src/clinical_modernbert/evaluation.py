@@ -32,17 +32,12 @@ from .data.stream import PackedStream, materialise
 from .lexicon import Lexicon
 from .masking import MedicalMaskingCollator
 from .metrics import MLM_TOPK_ACCURACY
-from .metrics.mlm_topk_accuracy.mlm_topk_accuracy import MASK_ONLY
+from .metrics.mlm_topk_accuracy.mlm_topk_accuracy import COUNTED_POSITIONS, MASK_ONLY, MASK_ONLY_POSITIONS
 from .trainer import MLMTrainer
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-COUNTED_POSITIONS = (
-    "every position with a label: each token selected for masking, whether replaced by [MASK], replaced by a random "
-    "token, or kept unchanged; special tokens and padding are never selected"
-)
-MASK_ONLY_POSITIONS = "the labelled positions whose input was [MASK] only: the answer is not in the input"
 PROTOCOLS = (  # (prefix of the figures, how tables name them)
     ("", "all labelled ([MASK], random, kept)"),
     (MASK_ONLY, "[MASK] only"),
