@@ -314,7 +314,8 @@ def per_document(examples, batch, keys=("input_ids", "labels", "mask_input")) ->
     for r, e in enumerate(examples):
         start = 0
         for n in e["doc_lengths"]:
-            found[tuple(e["input_ids"][start : start + n])] = tuple(batch[k][r, start : start + n].tolist() for k in keys)
+            found[tuple(e["input_ids"][start : start + n])] = tuple(
+                batch[k][r, start : start + n].tolist() for k in keys)
             start += n
     return found
 

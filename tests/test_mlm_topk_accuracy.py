@@ -147,6 +147,7 @@ def test_invalid_top_k_raises():
 
 def test_info_documents_inputs_and_outputs():
     metric = load([1, 5])
-    for word in ("predictions", "references", "medical_flags", "mask_flags", "mask_only_", "top_{k}", "num_positions", "-100", "Ties"):
+    for word in ("predictions", "references", "medical_flags", "mask_flags", "mask_only_", "top_{k}", "num_positions",
+                 "-100", "Ties"):
         assert word in metric.inputs_description + metric.description
     assert "predictions" in metric.compute.__doc__

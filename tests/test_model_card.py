@@ -107,7 +107,8 @@ def sample_mlm_eval() -> dict:
             "other_top_1": 0.2907, "other_top_5": 0.4330, "other_top_10": 0.4889, "other_top_25": 0.5653,
             "other_num_positions": 418,
             "perplexity": 87.654,
-            "mask_only_top_1": 0.1012, "mask_only_top_5": 0.2213, "mask_only_top_10": 0.3011, "mask_only_top_25": 0.4212,
+            "mask_only_top_1": 0.1012, "mask_only_top_5": 0.2213, "mask_only_top_10": 0.3011,
+            "mask_only_top_25": 0.4212,
             "mask_only_num_positions": 601,
             "mask_only_medical_top_1": 0.0512, "mask_only_medical_top_5": 0.1713, "mask_only_medical_top_10": 0.2511,
             "mask_only_medical_top_25": 0.3712, "mask_only_medical_num_positions": 266,
@@ -235,7 +236,6 @@ def test_evaluation_vocabulary_and_downstream_sections(model_dir):
     write(model_dir / VOCABULARY_REPORT_FILE, vocabulary)
     write(model_dir / "finetune_results_bc5cdr.json", finetune)
     text = render_model_card(model_dir, REPO_ID).card.text
-    metrics = report["metrics"]
     assert "Masked-token prediction on **notes (held-out documents)**: 41 rows, 5,099 tokens" in text
     assert f"measured by `recipes/evaluate_mlm.py` (`{MLM_EVAL_FILE}`)" in text
     assert "**All labelled positions** (every labelled position); perplexity 87.65:" in text
@@ -280,7 +280,8 @@ def test_without_an_evaluation_file_the_card_shows_the_runs_own_held_out_figures
             "15.0% of tokens masked (seed 7),\nmeasured by the training run itself") in text
     assert f"(`{HELD_OUT_EVAL_FILE}`; no `{MLM_EVAL_FILE}`" in text
     assert_top_k_tables(text, report)
-    assert [r.metric_value for r in card.data.eval_results][:4] == [report["metrics"][f"top_{k}"] for k in (1, 5, 10, 25)]
+    top_k = [report["metrics"][f"top_{k}"] for k in (1, 5, 10, 25)]
+    assert [r.metric_value for r in card.data.eval_results][:4] == top_k
     assert "The evaluation above covers pubmed, notes (held-out documents) only" in text
     write(model_dir / MLM_EVAL_FILE, report)  # a separate evaluation takes precedence
     assert "measured by `recipes/evaluate_mlm.py`" in render_model_card(model_dir, REPO_ID).card.text

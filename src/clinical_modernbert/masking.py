@@ -57,8 +57,8 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
     Examples hold `input_ids`, optional `medical_mask` (0 other, 1 term start, 2 term continuation) and optional
     `doc_lengths` (packed documents). The batch holds `input_ids`, `labels` (-100 where not masked),
     `attention_mask`, `medical_mask` (0/1 per position), `mask_input` (1 where a labelled token became the mask
-    token), for packed rows `position_ids` and `document_ids`, plus counters (`mask_stats`: maskable, medical maskable, masked, medical masked tokens; `stream_stats`) that
-    `MLMTrainer` pops.
+    token), for packed rows `position_ids` and `document_ids`, plus counters (`mask_stats`: maskable, medical
+    maskable, masked, medical masked tokens; `stream_stats`) that `MLMTrainer` pops.
 
     Masking samples units: a medical term with `whole_term_masking` (all its tokens or none), a word with
     `whole_word_masking`, else a token. Special tokens, padding and de-identification placeholders (`___`) are never

@@ -14,7 +14,7 @@ import xxhash
 from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 
-from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, RUN_FACTS_FILE, VOCABULARY_REPORT_FILE
+from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, VOCABULARY_REPORT_FILE
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from .data.sources import local_files
 from .data.stream import PackedStream, materialise
