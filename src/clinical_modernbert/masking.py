@@ -19,6 +19,7 @@ from .data.packing import document_tensors
 
 MASK_INPUT = "mask_input"  # per position, 1 where the collator replaced a labelled token by the mask token
 
+
 @dataclass
 class MaskingSchedule:
     """Masking rate p(step) from `start` to `end` over `total_steps` optimizer steps, step counted from 0.
