@@ -97,7 +97,8 @@ def sample_mlm_eval() -> dict:
         "model": "outputs/x",
         "data": {"split": "held_out", "sources": {"notes": {"path": "json", "data_files": "n.jsonl", "split": "train"}},
                  "eval_fraction": 0.01, "max_seq_length": 128, "rows": 41, "tokens": 5099},
-        "masking": {"mlm_probability": 0.15, "seed": 42, "counted_positions": "every labelled position"},
+        "masking": {"mlm_probability": 0.15, "seed": 42, "counted_positions": "every labelled position",
+                    "mask_only_positions": "[MASK] positions only"},
         "top_k": [1, 5, 10, 25],
         "metrics": {
             "top_1": 0.2113, "top_5": 0.3407, "top_10": 0.4051, "top_25": 0.4966, "num_positions": 751,
@@ -106,6 +107,14 @@ def sample_mlm_eval() -> dict:
             "other_top_1": 0.2907, "other_top_5": 0.4330, "other_top_10": 0.4889, "other_top_25": 0.5653,
             "other_num_positions": 418,
             "perplexity": 87.654,
+            "mask_only_top_1": 0.1012, "mask_only_top_5": 0.2213, "mask_only_top_10": 0.3011,
+            "mask_only_top_25": 0.4212,
+            "mask_only_num_positions": 601,
+            "mask_only_medical_top_1": 0.0512, "mask_only_medical_top_5": 0.1713, "mask_only_medical_top_10": 0.2511,
+            "mask_only_medical_top_25": 0.3712, "mask_only_medical_num_positions": 266,
+            "mask_only_other_top_1": 0.1412, "mask_only_other_top_5": 0.2613, "mask_only_other_top_10": 0.3411,
+            "mask_only_other_top_25": 0.4612, "mask_only_other_num_positions": 335,
+            "mask_only_perplexity": 123.456,
         },
     }
 
@@ -214,6 +223,8 @@ def test_absent_results_are_reported_as_not_measured(model_dir):
     card = render_model_card(model_dir, REPO_ID).card
     assert card.data.eval_results is None and "model-index" not in card.content
     assert f"Masked-token prediction: not measured (no `{MLM_EVAL_FILE}`" in card.text
+    write(model_dir / HELD_OUT_EVAL_FILE, {"eval_loss": 5.4321})  # the run's loss but no top-k: still not measured
+    assert "Masked-token prediction: not measured" in render_model_card(model_dir, REPO_ID).card.text
     assert "Downstream tasks: not measured" in card.text
     assert f"Not measured: no `{VOCABULARY_REPORT_FILE}`" in card.text
     assert "| Held-out MLM loss at the end of training (15.0% masking) | not measured |" in card.text
@@ -225,16 +236,55 @@ def test_evaluation_vocabulary_and_downstream_sections(model_dir):
     write(model_dir / VOCABULARY_REPORT_FILE, vocabulary)
     write(model_dir / "finetune_results_bc5cdr.json", finetune)
     text = render_model_card(model_dir, REPO_ID).card.text
-    metrics = report["metrics"]
     assert "Masked-token prediction on **notes (held-out documents)**: 41 rows, 5,099 tokens" in text
-    assert "perplexity 87.65 over the 751 counted positions" in text
-    assert "| Counted positions | 751 | 333 | 418 |" in text
-    for k in report["top_k"]:
-        row = " | ".join(pct(metrics[f"{p}top_{k}"]) for p in ("", "medical_", "other_"))
-        assert f"| Top-{k} | {row} |" in text
+    assert f"measured by `recipes/evaluate_mlm.py` (`{MLM_EVAL_FILE}`)" in text
+    assert "**All labelled positions** (every labelled position); perplexity 87.65:" in text
+    assert "**[MASK] positions only** ([MASK] positions only); perplexity 123.46:" in text
+    assert_top_k_tables(text, report)
     assert "| heldout text | 1.456 | 1.321 |" in text
     assert "| drugs | 12.0% | 58.0% |" in text
     assert "| bc5cdr | test | 4,797 | 3 | `outputs/x` | f1 | 0.8123 ± 0.0042 |" in text
+
+
+def assert_top_k_tables(text: str, report: dict) -> None:
+    """The card shows both tables (all labelled positions, then [MASK] only) with every figure of the report."""
+    metrics = report["metrics"]
+    tables = text.split("**[MASK] positions only**")
+    assert len(tables) == 2
+    for table, protocol in zip(tables, ("", "mask_only_")):
+        counts = " | ".join(f"{metrics[f'{protocol}{p}num_positions']:,}" for p in ("", "medical_", "other_"))
+        assert f"| Counted positions | {counts} |" in table
+        for k in report["top_k"]:
+            row = " | ".join(pct(metrics[f"{protocol}{p}top_{k}"]) for p in ("", "medical_", "other_"))
+            assert f"| Top-{k} | {row} |" in table
+
+
+def test_an_evaluation_file_without_mask_only_figures_shows_one_table(model_dir):
+    report = sample_mlm_eval()
+    report["metrics"] = {key: value for key, value in report["metrics"].items() if not key.startswith("mask_only_")}
+    write(model_dir / MLM_EVAL_FILE, report)
+    text = render_model_card(model_dir, REPO_ID).card.text
+    assert "**All labelled positions**" in text and "**[MASK] positions only**" not in text
+
+
+def test_without_an_evaluation_file_the_card_shows_the_runs_own_held_out_figures(model_dir):
+    report = sample_mlm_eval()
+    write(model_dir / RUN_FACTS_FILE, sample_run_facts(
+        masking={**sample_run_facts()["masking"], "eval_seed": 7},
+        held_out={"documents": 12, "rows": 5, "tokens": 601}))
+    write(model_dir / HELD_OUT_EVAL_FILE, {"eval_loss": 5.4321, "eval_runtime": 1.5, "epoch": 0.1,
+                                           **{f"eval_{key}": value for key, value in report["metrics"].items()}})
+    card = render_model_card(model_dir, REPO_ID).card
+    text = card.text
+    assert ("Masked-token prediction on **pubmed, notes (held-out documents)**: 12 documents in 5 rows, 601 tokens,\n"
+            "15.0% of tokens masked (seed 7),\nmeasured by the training run itself") in text
+    assert f"(`{HELD_OUT_EVAL_FILE}`; no `{MLM_EVAL_FILE}`" in text
+    assert_top_k_tables(text, report)
+    top_k = [report["metrics"][f"top_{k}"] for k in (1, 5, 10, 25)]
+    assert [r.metric_value for r in card.data.eval_results][:4] == top_k
+    assert "The evaluation above covers pubmed, notes (held-out documents) only" in text
+    write(model_dir / MLM_EVAL_FILE, report)  # a separate evaluation takes precedence
+    assert "measured by `recipes/evaluate_mlm.py`" in render_model_card(model_dir, REPO_ID).card.text
 
 
 def test_template_holds_no_typed_figures():
@@ -337,6 +387,8 @@ def corrupt(report: dict, path: str, value) -> dict:
         ("metrics.perplexity", "low", "'perplexity' must be a number >= 1"),
         ("masking.mlm_probability", 15, r"'mlm_probability' must be a number in \(0, 1\)"),
         ("data.sources", {}, "data.sources must name the evaluated sources"),
+        ("metrics.mask_only_top_5", 0.01, r"metrics.mask_only_top_k accuracies must not decrease"),
+        ("metrics.mask_only_medical_top_1", None, r"metrics.mask_only_medical_top_1 must be a number"),
     ],
 )
 def test_malformed_evaluation_file_is_refused(model_dir, path, value, message):
@@ -413,4 +465,11 @@ def test_card_of_a_real_pretraining_run(tmp_path):
     for name, counts in facts["sources"].items():
         assert f"| {name} | `{facts['source_paths'][name]}` |" in text and f"| {counts['tokens']:,} |" in text
     assert "trained from scratch" in text and rendered.card.data.base_model is None
+    # no mlm_eval_results.json: the run's own held-out top-k tables, with the data they were measured on
+    held_out_set, metrics = facts["held_out"], json.loads((out / HELD_OUT_EVAL_FILE).read_text())
+    assert held_out_set["rows"] > 0 and facts["masking"]["eval_seed"] == 42
+    assert (f"{held_out_set['documents']:,} documents in {held_out_set['rows']:,} rows, {held_out_set['tokens']:,} "
+            "tokens,\n15.0% of tokens masked (seed 42),\nmeasured by the training run itself") in text
+    report = {"top_k": [1, 5, 10, 25], "metrics": {key.removeprefix("eval_"): value for key, value in metrics.items()}}
+    assert_top_k_tables(text, report)
     assert rendered.plot_png.startswith(b"\x89PNG")

@@ -2,8 +2,6 @@
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 
@@ -13,7 +11,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, pipelin
 
 from clinical_modernbert.logging_setup import REPLICA_LOG_LEVEL
 from clinical_modernbert.masking import MaskingSchedule
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, cpu_ddp_launcher
 
 FAST = ["--max_steps", "6", "--per_device_train_batch_size", "4", "--max_seq_length", "128",
         "--logging_steps", "2", "--max_eval_documents", "8", "--save_strategy", "no"]
@@ -89,16 +87,6 @@ def test_missing_data_file_is_named(tmp_path):
     )
     result = run_recipe("--config", str(config), check=False)
     assert result.returncode != 0 and "/nonexistent/notes.jsonl" in result.stderr
-
-
-def cpu_ddp_launcher() -> list[str]:
-    if shutil.which("accelerate") is None:
-        pytest.skip("accelerate CLI not on PATH")
-    with socket.socket() as probe:  # a free rendezvous port: the default 29500 may be held by another run
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return ["accelerate", "launch", "--config_file", str(REPO_ROOT / "recipes/accelerate_configs/cpu_ddp.yaml"),
-            "--main_process_port", str(port)]
 
 
 @pytest.mark.slow

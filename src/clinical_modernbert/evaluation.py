@@ -1,8 +1,12 @@
 """Masked-token evaluation: top-k accuracy and perplexity, inside `Trainer` and for `recipes/evaluate_mlm.py`.
 
-Counted positions: every position with a label, i.e. every token the collator selected for masking, whether its input
-became `[MASK]` (80%), a random token (10%) or stayed unchanged (10%). Special tokens and padding are never selected.
-Top-k accuracy and perplexity (exp of the mean cross-entropy) are computed over exactly those positions.
+Two sets of counted positions, both always reported:
+- all labelled positions (the original card's and ModernBERT's protocol): every token the collator selected for
+  masking, whether its input became `[MASK]` (80%), a random token (10%) or stayed unchanged (10%);
+- `[MASK]` positions only (`mask_only_` figures): the answer is not in the input, so copying it earns nothing.
+Special tokens and padding are never selected. Top-k accuracy and perplexity (exp of the mean cross-entropy) are
+computed over exactly those positions. Masks are a function of (seed, document, position) only (see `masking`), so
+the figures do not depend on the batch size, the number of processes or how documents were packed into rows.
 
 Memory: `MLMTopKMetrics.preprocess_logits_for_metrics` turns each batch's logits into the top-k ids and the reference's
 negative log-likelihood per masked position; with `batch_eval_metrics=True` each batch is then handed to the `evaluate`
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import evaluate
@@ -29,14 +32,15 @@ from .data.stream import PackedStream, materialise
 from .lexicon import Lexicon
 from .masking import MedicalMaskingCollator
 from .metrics import MLM_TOPK_ACCURACY
+from .metrics.mlm_topk_accuracy.mlm_topk_accuracy import COUNTED_POSITIONS, MASK_ONLY, MASK_ONLY_POSITIONS
 from .trainer import MLMTrainer
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-COUNTED_POSITIONS = (
-    "every position with a label: each token selected for masking, whether replaced by [MASK], replaced by a random "
-    "token, or kept unchanged; special tokens and padding are never selected"
+PROTOCOLS = (  # (prefix of the figures, how tables name them)
+    ("", "all labelled ([MASK], random, kept)"),
+    (MASK_ONLY, "[MASK] only"),
 )
 
 
@@ -53,15 +57,17 @@ def top_k_ids(scores: torch.Tensor, k: int) -> torch.Tensor:
 class MLMTopKMetrics:
     """`compute_metrics` and `preprocess_logits_for_metrics` of a `Trainer`: top-k accuracy and perplexity.
 
-    Use with `batch_eval_metrics=True` (flat memory). Labels that come as `(labels, medical_mask)` (see
-    `MLMTrainer`) add the medical/other breakdown unless `medical_breakdown` is False.
+    Use with `batch_eval_metrics=True` (flat memory). Labels that come as `(labels, medical_mask[, mask_input])`
+    (see `MLMTrainer`) add the medical/other breakdown, unless `medical_breakdown` is False, and the `mask_only_`
+    figures.
     """
 
     def __init__(self, top_k: list[int] | None = None, medical_breakdown: bool = True):
         self.metric = evaluate.load(MLM_TOPK_ACCURACY, **({"top_k": top_k} if top_k else {}))
         self.top_k = self.metric.top_k
         self.medical_breakdown = medical_breakdown
-        self._nll_sum, self._count = 0.0, 0
+        self._nll = np.zeros(2)  # sums over all counted positions and over [MASK] positions
+        self._count = np.zeros(2, dtype=np.int64)
 
     def preprocess_logits_for_metrics(self, logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """Per masked position, the top-k ids and the reference's negative log-likelihood; never the logits.
@@ -92,22 +98,27 @@ class MLMTopKMetrics:
         """Add a batch (or the whole evaluation); at `compute_result`, return accuracies and perplexity."""
         top, nll = (_numpy(x) for x in eval_pred.predictions)
         label_ids = eval_pred.label_ids
-        labels, medical = label_ids if isinstance(label_ids, (tuple, list)) else (label_ids, None)
-        labels = _numpy(labels).reshape(-1)
+        parts = list(label_ids) if isinstance(label_ids, (tuple, list)) else [label_ids]
+        labels, medical, mask_input = (None if x is None else _numpy(x).reshape(-1) for x in (parts + [None] * 2)[:3])
         self.metric.add_batch(
             predictions=top.reshape(len(labels), -1),
             references=labels,
-            medical_flags=None if medical is None or not self.medical_breakdown else _numpy(medical).reshape(-1),
+            medical_flags=medical if self.medical_breakdown else None,
+            mask_flags=mask_input,
         )
         counted = labels != IGNORE_INDEX
-        self._nll_sum += float(nll.reshape(-1)[counted].sum(dtype=np.float64))
-        self._count += int(counted.sum())
+        nll = nll.reshape(-1)
+        selections = [counted] if mask_input is None else [counted, counted & (mask_input > 0)]
+        for i, selected in enumerate(selections):
+            self._nll[i] += float(nll[selected].sum(dtype=np.float64))
+            self._count[i] += int(selected.sum())
         if not compute_result:
             return None
         results = self.metric.compute()
-        if self._count:
-            results["perplexity"] = math.exp(self._nll_sum / self._count)
-        self._nll_sum, self._count = 0.0, 0
+        for (prefix, _), nll_sum, count in zip(PROTOCOLS, self._nll, self._count):
+            if count:
+                results[f"{prefix}perplexity"] = math.exp(nll_sum / count)
+        self._nll[:], self._count[:] = 0.0, 0
         return {key: value for key, value in results.items() if value is not None}
 
 
@@ -184,16 +195,24 @@ def evaluate_masked_lm(model, tokenizer, dataset: Dataset, collator, eval_args: 
 
 
 def format_table(results: dict, top_k: list[int]) -> str:
-    """The original model card's table (Top-1 / Top-5 / ... in %), one row per token group, then perplexity."""
-    header = "| masked tokens | positions | " + " | ".join(f"Top-{k}" for k in top_k) + " |"
-    lines = [header, "|" + "---|" * (2 + len(top_k))]
-    for group, prefix in (("all", ""), ("medical", "medical_"), ("other", "other_")):
-        if f"{prefix}num_positions" not in results:
-            continue
-        cells = [f"{100 * results[f'{prefix}top_{k}']:.2f}" if f"{prefix}top_{k}" in results else "n/a" for k in top_k]
-        lines.append(f"| {group} | {results[f'{prefix}num_positions']} | " + " | ".join(cells) + " |")
-    if "perplexity" in results:
-        lines.append(f"\nPerplexity (same positions): {results['perplexity']:.2f}")
+    """The original model card's table (Top-1 / Top-5 / ... in %), one row per counted-position set and token group.
+
+    Two sets: all labelled positions (the original card's protocol) and `[MASK]` positions only; then perplexity.
+    """
+    header = "| counted positions | tokens | positions | " + " | ".join(f"Top-{k}" for k in top_k) + " |"
+    lines = [header, "|" + "---|" * (3 + len(top_k))]
+    for protocol, label in PROTOCOLS:
+        for group, group_prefix in (("all", ""), ("medical", "medical_"), ("other", "other_")):
+            prefix = protocol + group_prefix
+            if f"{prefix}num_positions" not in results:
+                continue
+            cells = [f"{100 * results[f'{prefix}top_{k}']:.2f}" if f"{prefix}top_{k}" in results else "n/a"
+                     for k in top_k]
+            lines.append(f"| {label} | {group} | {results[f'{prefix}num_positions']} | " + " | ".join(cells) + " |")
+    perplexities = [f"{results[f'{p}perplexity']:.2f} ({label})" for p, label in PROTOCOLS
+                    if f"{p}perplexity" in results]
+    if perplexities:
+        lines.append("\nPerplexity: " + ", ".join(perplexities))
     return "\n".join(lines)
 
 
@@ -226,6 +245,7 @@ def evaluation_report(model_name_or_path: str, data_args: DataArguments, eval_ar
             "mask_replace_prob": collator.mask_replace_prob,
             "random_replace_prob": collator.random_replace_prob,
             "counted_positions": COUNTED_POSITIONS,
+            "mask_only_positions": MASK_ONLY_POSITIONS,
         },
         "top_k": top_k,
         "metrics": results,

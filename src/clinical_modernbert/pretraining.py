@@ -14,7 +14,7 @@ import xxhash
 from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 
-from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, RUN_FACTS_FILE, VOCABULARY_REPORT_FILE
+from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, VOCABULARY_REPORT_FILE
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from .data.sources import local_files
 from .data.stream import PackedStream, materialise
@@ -165,14 +165,27 @@ def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, mas
             "mlm_probability_start": masking_args.mlm_probability_start,
             "mlm_probability_end": masking_args.mlm_probability_end,
             "eval_mlm_probability": masking_args.eval_mlm_probability,
+            "eval_seed": args.seed,
             "medical_weight": masking_args.medical_weight,
             "whole_term_masking": masking_args.whole_term_masking,
             "lexicon_terms": len(lexicon),
         },
         **corpus,
+        "held_out": held_out_facts(trainer.eval_dataset),
         "phases": [{"name": phase, "steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
                     "global_batch_size": args.global_batch_size, "tokens_trained": corpus["tokens_trained"]}],
         "log_history": trainer.state.log_history,
+    }
+
+
+def held_out_facts(eval_dataset: Dataset | None) -> dict | None:
+    """The size of the held-out evaluation rows (None when the run held none out), for the model card."""
+    if eval_dataset is None:
+        return None
+    return {
+        "documents": sum(map(len, eval_dataset["doc_lengths"])),
+        "rows": len(eval_dataset),
+        "tokens": sum(map(len, eval_dataset["input_ids"])),
     }
 
 

@@ -13,6 +13,7 @@ from transformers import Trainer
 
 from .attention import packed_attention_inputs
 from .data.stream import STAT_FIELDS, PackedStream
+from .masking import MASK_INPUT
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +26,8 @@ class MLMTrainer(Trainer):
     """A `Trainer` that understands the batches of `MedicalMaskingCollator` over a `PackedStream`.
 
     - pops `document_ids` and turns it into per-layer-type document masks (or flash varlen kwargs);
-    - evaluates with `eval_data_collator` (fixed masking rate and seed), handing `(labels, medical_mask)` to the
-      metrics (see `evaluation.MLMTopKMetrics`);
+    - evaluates with `eval_data_collator` (fixed masking rate and seed), handing `(labels, medical_mask,
+      mask_input)` to the metrics (see `evaluation.MLMTopKMetrics`);
     - totals the per-source stream counters and masking counters, logs the masking shares;
     - saves the stream position with each checkpoint and restores it on resume.
     """
@@ -76,7 +77,8 @@ class MLMTrainer(Trainer):
         position = inputs.pop("stream_position", None)
         document_ids = inputs.pop("document_ids", None)
         mask_step = inputs.pop("mask_step", None)
-        inputs.pop(MEDICAL_MASK, None)  # evaluation hands it to the metrics in prediction_step
+        inputs.pop(MEDICAL_MASK, None)  # evaluation hands these two to the metrics in prediction_step
+        inputs.pop(MASK_INPUT, None)
         if self.model.training:
             if not self._micro_batches_since_log:
                 self._window_start_step = self.state.global_step
@@ -99,12 +101,12 @@ class MLMTrainer(Trainer):
         return inputs
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        # the medical flags travel as a second label tensor, so they are padded and gathered across processes alike
-        medical = inputs.pop(MEDICAL_MASK, None)
+        # the medical and mask flags travel as more label tensors, so they are padded and gathered like the labels
+        flags = [inputs.pop(MEDICAL_MASK, None), inputs.pop(MASK_INPUT, None)]
         loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
-        if medical is None or labels is None:
+        if flags[0] is None or labels is None:
             return loss, logits, labels
-        return loss, logits, (labels, medical.to(labels.device))
+        return loss, logits, (labels, *(f.to(labels.device) for f in flags if f is not None))
 
     def _check_mask_step(self, mask_step: int) -> None:
         """Every micro-batch must be masked at the rate of the optimizer step it trains in (exact without workers)."""
