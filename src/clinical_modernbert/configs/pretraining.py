@@ -102,6 +102,12 @@ class DataArguments:
         default=0.01, metadata={"help": "Share of documents held out for evaluation, chosen by hash of the text."}
     )
     max_eval_documents: int = field(default=256, metadata={"help": "Number of held-out documents evaluated."})
+    max_eval_tokens_per_document: int | None = field(
+        default=None,
+        metadata={"help": "A held-out document longer than this many tokens is cut to it in the evaluation set "
+                  "(counted and logged), so max_eval_documents bounds its rows and tokens too. Default: four rows' "
+                  "worth, 4 x (max_seq_length - 2)."},
+    )
     shuffle_buffer_size: int = field(
         default=0, metadata={"help": "Stream shuffle buffer per source (0 = keep file order)."}
     )
@@ -113,6 +119,14 @@ class DataArguments:
         check_seq_length("max_seq_length", self.max_seq_length)
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.max_eval_tokens_per_document is not None and self.max_eval_tokens_per_document < 1:
+            raise ValueError(f"max_eval_tokens_per_document must be >= 1 (or unset), got "
+                             f"{self.max_eval_tokens_per_document}")
+
+    @property
+    def eval_tokens_per_document(self) -> int:
+        """The most tokens of one held-out document the evaluation set keeps."""
+        return self.max_eval_tokens_per_document or 4 * (self.max_seq_length - 2)
 
 
 def check_seq_length(name: str, value: int) -> None:
