@@ -45,8 +45,8 @@ class BenchmarkArguments:
     max_notes: int = 500
     sizes: list[int] = field(default_factory=lambda: [1000, 5000])
     heldout_fraction: float = 0.1
-    # PubMed is public, and 6,000 abstracts are too few for the recipe's privacy floor (20 documents): only word forms
-    # (a few hundred) reach it. The published figures mine every form; pass --min_document_frequency 20 for the recipe's default.
+    # PubMed is public, and 6,000 abstracts are too few for the recipe's privacy floor (20 documents): only a few
+    # hundred word forms reach it. The published figures mine every form (--min_document_frequency 20: the recipe's).
     min_document_frequency: int = 1
     scratch: bool = True
     output: str = str(REPO / "benchmarks" / "results" / "vocabulary_fertility.json")

@@ -58,7 +58,8 @@ def main(args: VocabularyArguments) -> dict:
                                 args.min_document_frequency)
         logger.info("Vocabulary: %d distinct words, %d in fewer than %d documents (not mined), %d already one token; "
                     "top %d by frequency x pieces saved (last score %d)", mined.distinct_words, mined.too_rare,
-                    args.min_document_frequency, mined.already_single, len(mined.candidates), mined.candidates[-1].score)
+                    args.min_document_frequency, mined.already_single, len(mined.candidates),
+                    mined.candidates[-1].score)
         extension = extend_tokenizer(base, [c.form for c in mined.candidates])
         tokenizer = extension.tokenizer
         model = load_model(base_args, base)

@@ -317,7 +317,8 @@ def test_only_words_of_enough_distinct_documents_are_mined(modernbert_tokenizer)
     assert COMMON in forms and SURNAME not in forms and REPEATED not in forms
     assert mined.too_rare >= 2
     # the floor is what keeps them out: at 5 documents the surname is mined, the single-note one still is not
-    forms = {c.form.strip() for c in mine_candidates(modernbert_tokenizer, texts, 100, min_document_frequency=5).candidates}
+    mined = mine_candidates(modernbert_tokenizer, texts, 100, min_document_frequency=5)
+    forms = {c.form.strip() for c in mined.candidates}
     assert SURNAME in forms and REPEATED not in forms
     # identical documents count once: the same note copied 25 times is one document
     copied = texts + [texts[0]] * 25

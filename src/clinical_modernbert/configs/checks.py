@@ -24,7 +24,7 @@ def check_repo_id(repo_id: str | None, what: str = "repo_id") -> str:
 
 
 def check_no_hub_token(hub_token: str | None) -> None:
-    """Refuse `--hub_token`: `TrainingArguments` saves its value in plain text (`training_args.bin`, every checkpoint)."""
+    """Refuse `--hub_token`: the Trainer saves it in plain text (`training_args.bin`, in every checkpoint too)."""
     if hub_token:
         raise ValueError(
             "hub_token is refused: the Trainer would save its value in plain text in training_args.bin and every "
