@@ -149,7 +149,8 @@ def test_an_allow_listed_symlink_is_refused_and_nothing_uploaded(model_dir, hub,
 def test_hub_token_is_refused_when_parsed():
     """`--hub_token` would be pickled into training_args.bin and every checkpoint: the token comes from HF_TOKEN."""
     for arguments in (PretrainConfig, FinetuneTrainingArguments):
-        with pytest.raises(ValueError, match="hub_token is refused: .*training_args.bin.*HF_TOKEN or run `hf auth") as err:
+        message = "hub_token is refused: .*training_args.bin.*HF_TOKEN or run `hf auth"
+        with pytest.raises(ValueError, match=message) as err:
             arguments(output_dir="out", max_steps=1, hub_token=TOKEN)
         assert TOKEN not in str(err.value)
     assert PretrainConfig(output_dir="out", max_steps=1).hub_token is None
