@@ -13,7 +13,7 @@ from huggingface_hub import constants
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoTokenizer
 
-from clinical_modernbert.configs import PushArguments, check_repo_id
+from clinical_modernbert.configs import FinetuneTrainingArguments, PretrainConfig, PushArguments, check_repo_id
 from clinical_modernbert.hub import (
     plan_model_upload,
     push,
@@ -134,6 +134,28 @@ def test_bad_input_uploads_nothing(model_dir, hub, monkeypatch):
     assert hub.requests == [] and hub.repos == {}
 
 
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "model.safetensors"])
+def test_an_allow_listed_symlink_is_refused_and_nothing_uploaded(model_dir, hub, tmp_path, name):
+    secret = tmp_path / "outside" / "hf_token"
+    secret.parent.mkdir()
+    secret.write_text(TOKEN)
+    (model_dir / name).unlink()
+    (model_dir / name).symlink_to(secret)
+    with pytest.raises(ValueError, match=f"{name} is a symbolic link .*only regular files inside"):
+        push_model_dir(model_dir, REPO_ID)
+    assert hub.requests == [] and hub.repos == {}
+
+
+def test_hub_token_is_refused_when_parsed():
+    """`--hub_token` would be pickled into training_args.bin and every checkpoint: the token comes from HF_TOKEN."""
+    for arguments in (PretrainConfig, FinetuneTrainingArguments):
+        message = "hub_token is refused: .*training_args.bin.*HF_TOKEN or run `hf auth"
+        with pytest.raises(ValueError, match=message) as err:
+            arguments(output_dir="out", max_steps=1, hub_token=TOKEN)
+        assert TOKEN not in str(err.value)
+    assert PretrainConfig(output_dir="out", max_steps=1).hub_token is None
+
+
 def test_dry_run_prints_the_plan_and_the_card_and_uploads_nothing(model_dir, hub, capsys):
     assert push_model_dir(model_dir, REPO_ID, dry_run=True) is None
     out = capsys.readouterr().out
@@ -243,3 +265,7 @@ def test_pretraining_push_to_hub_uses_the_allow_list(tmp_path):
         assert set(hub.files(REPO_ID)) == PUBLISHED
         assert len(hub.commits(REPO_ID)) == 2
         assert TOKEN not in run.stdout + run.stderr
+        # HF_TOKEN was set for the whole run: no file it wrote (arguments, checkpoints, card, logs) holds it.
+        written = [path for path in out.rglob("*") if path.is_file()]
+        assert any(path.name == "training_args.bin" for path in written)
+        assert [path for path in written if TOKEN.encode() in path.read_bytes()] == []

@@ -122,7 +122,9 @@ def sample_mlm_eval() -> dict:
 def sample_vocabulary_report() -> dict:
     return {"mode": "extend", "tokens_added": 347, "vocab_size": {"before": 4096, "after": 4443},
             "fertility": {"heldout_text": {"before": 1.456, "after": 1.321}, "drugs": {"before": 3.1, "after": 1.9}},
-            "single_token_share": {"drugs": {"before": 0.12, "after": 0.58}}}
+            "single_token_share": {"drugs": {"before": 0.12, "after": 0.58}},
+            "mining": {"documents": 900, "min_document_frequency": 20, "sources_mined": ["pubmed"],
+                       "sources_excluded": ["mimic_iv_notes"]}}
 
 
 def sample_finetune_result() -> dict:
@@ -243,6 +245,8 @@ def test_evaluation_vocabulary_and_downstream_sections(model_dir):
     assert_top_k_tables(text, report)
     assert "| heldout text | 1.456 | 1.321 |" in text
     assert "| drugs | 12.0% | 58.0% |" in text
+    assert ("Only words found in at least 20 distinct documents were mined (from pubmed); not mined, as not "
+            "redistributable: mimic_iv_notes.") in " ".join(text.split())
     assert "| bc5cdr | test | 4,797 | 3 | `outputs/x` | f1 | 0.8123 ± 0.0042 |" in text
 
 
@@ -405,6 +409,10 @@ def test_malformed_evaluation_file_is_refused(model_dir, path, value, message):
         (MLM_EVAL_FILE, "[1, 2]", "expected a JSON object, got list"),
         (VOCABULARY_REPORT_FILE, {"tokens_added": -1, "fertility": {"a": {"after": 1.2}}}, "'tokens_added' must be"),
         (VOCABULARY_REPORT_FILE, {"tokens_added": 3, "fertility": {"a": {"before": 1.2}}}, r"fertility.a must hold"),
+        (VOCABULARY_REPORT_FILE, {**sample_vocabulary_report(), "mining": {"min_document_frequency": 0}},
+         "'min_document_frequency' must be a positive integer"),
+        (VOCABULARY_REPORT_FILE, {**sample_vocabulary_report(), "mining": {"sources_excluded": "mimic"}},
+         "'sources_excluded' must be a list of source names"),
         ("finetune_results_ner.json", {"task": "ner", "split": "test", "checkpoint": "x", "metrics": {"f1": 0.8}},
          "metrics.f1 must hold numbers 'mean' and 'std'"),
         (RUN_FACTS_FILE, {"steps": 3}, r"missing key\(s\) \['base_model'"),

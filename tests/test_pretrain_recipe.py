@@ -48,6 +48,9 @@ def test_recipe_output_loads_with_auto_classes_and_pipeline(trained_dir):
     assert hidden.shape[-1] == encoder.config.hidden_size and logits.shape[-1] == mlm.config.vocab_size
     predictions = pipeline("fill-mask", model=str(trained_dir), top_k=3)("The patient takes [MASK] daily.")
     assert len(predictions) == 3 and all(0 <= p["score"] <= 1 for p in predictions)
+    # the saved tokenizer truncates at the model's positions (the embedded one says 1e30 and would not)
+    assert tokenizer.model_max_length == mlm.config.max_position_embeddings == 8192
+    assert len(tokenizer("aspirin " * 20_000, truncation=True)["input_ids"]) == 8192
 
 
 @pytest.mark.slow

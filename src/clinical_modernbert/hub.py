@@ -76,16 +76,23 @@ def resolve_token() -> str:
 
 
 def select_model_files(model_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
-    """The allow-listed files of `model_dir` (top level only) and the names left behind.
+    """The allow-listed files of `model_dir` (top level only, regular files) and the names left behind.
 
-    Raises if the directory cannot make a usable Hub model: no config, no safetensors weights, or no tokenizer.
+    Raises on an allow-listed name that is a symbolic link, and if the directory cannot make a usable Hub model: no
+    config, no safetensors weights, or no tokenizer.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"Model directory not found: {model_dir}")
     chosen, kept_local = {}, []
     for path in sorted(model_dir.iterdir()):
-        if path.is_file() and any(fnmatch(path.name, pattern) for pattern in MODEL_FILES):
+        allowed = any(fnmatch(path.name, pattern) for pattern in MODEL_FILES)
+        if allowed and path.is_symlink():
+            raise ValueError(
+                f"{path} is a symbolic link (to {path.resolve()}): only regular files inside {model_dir} are "
+                "published, never what a link points to. Replace it with a copy if that file is meant to be public."
+            )
+        if allowed and path.is_file():
             chosen[path.name] = path
         else:
             kept_local.append(path.name + ("/" if path.is_dir() else ""))

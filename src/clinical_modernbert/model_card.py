@@ -443,6 +443,15 @@ def validate_vocabulary_report(data, path) -> None:
                 if not (isinstance(pair, dict) and _is_number(pair.get("after"))
                         and ("before" not in pair or _is_number(pair["before"]))):
                     problems.append(f"{section}.{name} must hold a number 'after' (and 'before'), got {pair!r}")
+        mining = data.get("mining", {})
+        if not isinstance(mining, dict):
+            problems.append(f"'mining' must be an object, got {mining!r}")
+        else:
+            _check(problems, mining, "min_document_frequency", lambda v: _is_count(v) and v >= 1,
+                   "a positive integer", required=False)
+            for key in ("sources_mined", "sources_excluded"):
+                _check(problems, mining, key, lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+                       "a list of source names", required=False)
     _raise_if(problems, path)
 
 

@@ -62,14 +62,18 @@ def build_eval_set(data_args: DataArguments, tokenizer, lexicon: Lexicon | None,
             eval_dataset = Dataset.load_from_disk(str(path))
             logger.info("Data: %d evaluation rows loaded from %s", len(eval_dataset), path)
             return eval_dataset
-        eval_dataset = materialise(PackedStream(data_args, tokenizer, lexicon, split="eval", seed=args.seed))
+        stream = PackedStream(data_args, tokenizer, lexicon, split="eval", seed=args.seed)
+        eval_dataset = materialise(stream)
         if eval_dataset is None:
             raise ValueError(
                 f"No document was held out for evaluation (eval_fraction={data_args.eval_fraction}); "
                 "raise eval_fraction or set max_eval_documents: 0."
             )
-        n_docs = sum(map(len, eval_dataset["doc_lengths"]))
-        logger.info("Data: %d held-out documents in %d evaluation rows", n_docs, len(eval_dataset))
+        counts = stream.eval_counts
+        logger.info("Data: %d held-out documents in %d evaluation rows of up to %d tokens; %d document(s) longer than "
+                    "max_eval_tokens_per_document=%d cut to it (%d tokens left out)", counts["documents"],
+                    len(eval_dataset), data_args.max_seq_length, counts["cut"], data_args.eval_tokens_per_document,
+                    counts["tokens_cut"])
         if args.should_save:
             staging = path.with_name(path.name + ".tmp")
             shutil.rmtree(staging, ignore_errors=True)

@@ -35,7 +35,7 @@ from tokenizers import Tokenizer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .artifacts import ADDED_TOKENS_FILE, VOCABULARY_REPORT_FILE
-from .configs import SourceConfig, VocabularyArguments
+from .configs import DEFAULT_MIN_DOCUMENT_FREQUENCY, SourceConfig, VocabularyArguments
 from .data.sources import format_text, load_source
 from .data.stream import is_held_out
 from .modeling import EMBEDDING_PAD_MULTIPLE
@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 # A word in its running-text form: letters, optionally after one space (what ` ?\p{L}+` of the pre-tokenizer keeps).
 WORD_FORM = re.compile(r" ?[^\W\d_]+")
 SINGLE_WORD_TERM = re.compile(r"[^\W\d_]+")
+RUN_OF_WORD_CHARACTERS = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,19 @@ class Candidate:
 
 
 @dataclass
+class WordCounts:
+    """Occurrences of each word form, and the number of distinct documents it occurs in."""
+
+    occurrences: Counter[str]
+    documents: Counter[str]
+
+
+@dataclass
 class MiningResult:
     candidates: list[Candidate]
     distinct_words: int
     already_single: int
+    too_rare: int  # forms seen in fewer than min_document_frequency distinct documents (never candidates)
 
 
 @dataclass
@@ -94,33 +104,62 @@ def read_corpus(sources: Sequence[SourceConfig], heldout_fraction: float, max_do
     return mining, heldout
 
 
-def count_word_forms(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str]) -> Counter[str]:
-    """Occurrences of each word form, cut as the tokenizer's own normalizer and pre-tokenizer cut `texts`."""
+def count_word_forms(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str]) -> WordCounts:
+    """Word forms cut as the tokenizer's own normalizer and pre-tokenizer cut `texts`: their occurrences and the
+    number of distinct documents holding each (identical texts count once)."""
     backend = tokenizer.backend_tokenizer
-    counts: Counter[str] = Counter()
+    occurrences: Counter[str] = Counter()
+    documents: Counter[str] = Counter()
+    seen: set[int] = set()
     for text in texts:
         if backend.normalizer is not None:
             text = backend.normalizer.normalize_str(text)
-        counts.update(text[start:end] for _, (start, end) in backend.pre_tokenizer.pre_tokenize_str(text))
-    return Counter({form: n for form, n in counts.items() if WORD_FORM.fullmatch(form)})
+        forms = [f for _, (a, b) in backend.pre_tokenizer.pre_tokenize_str(text) if WORD_FORM.fullmatch(f := text[a:b])]
+        occurrences.update(forms)
+        if hash(text) not in seen:
+            seen.add(hash(text))
+            documents.update(set(forms))
+    return WordCounts(occurrences, documents)
 
 
 def mine_candidates(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], top_n: int, terms: Sequence[str] = ()
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    top_n: int,
+    terms: Sequence[str] = (),
+    min_document_frequency: int = DEFAULT_MIN_DOCUMENT_FREQUENCY,
 ) -> MiningResult:
-    """The `top_n` word forms by frequency x pieces saved; each lexicon term counts as one running-text occurrence."""
+    """The `top_n` word forms by frequency x pieces saved, among the forms of `texts` found in at least
+    `min_document_frequency` distinct documents (a rarer word may be a patient's name) and the lexicon `terms` (public
+    lists chosen by the user: each counts as one running-text occurrence, whatever its document count)."""
     if top_n <= 0:
         raise ValueError(f"The number of new tokens must be > 0, got {top_n}")
-    counts = count_word_forms(tokenizer, texts) + count_word_forms(tokenizer, [" " + t.strip() for t in terms])
+    corpus = count_word_forms(tokenizer, texts)
+    lexicon = count_word_forms(tokenizer, [" " + t.strip() for t in terms]).occurrences
+    counts = corpus.occurrences + lexicon
     if not counts:
         raise ValueError("The corpus is empty: it holds no words to mine (check the sources and lexicon files).")
-    forms = sorted(counts)
-    pieces = [len(ids) for ids in tokenizer(forms, add_special_tokens=False)["input_ids"]]
+    too_rare = {f for f, n in corpus.documents.items() if n < min_document_frequency and f not in lexicon}
+    forms = sorted(set(counts) - too_rare)
+    pieces = [len(ids) for ids in tokenizer(forms, add_special_tokens=False)["input_ids"]] if forms else []
     candidates = [Candidate(f, counts[f], p) for f, p in zip(forms, pieces) if p > 1]
     if not candidates:
-        raise ValueError(f"All {len(forms)} words of the corpus are already single tokens: nothing to add.")
+        raise ValueError(
+            f"No word to add: of {len(counts)} word forms, {len(too_rare)} occur in fewer than min_document_frequency="
+            f"{min_document_frequency} distinct documents and the other {len(forms)} are already single tokens. "
+            "Mine more documents (max_documents, sources) or give lexicon_files."
+        )
     candidates.sort(key=lambda c: (-c.score, -c.frequency, c.form))
-    return MiningResult(candidates[:top_n], distinct_words=len(forms), already_single=len(forms) - len(candidates))
+    return MiningResult(candidates[:top_n], distinct_words=len(counts), already_single=len(forms) - len(candidates),
+                        too_rare=len(too_rare))
+
+
+def drop_rare_words(texts: Sequence[str], min_document_frequency: int) -> list[str]:
+    """`texts` without the words (runs of letters or digits) found in fewer than `min_document_frequency` distinct
+    documents, so a tokenizer trained on them cannot learn a patient's name or number as a token."""
+    documents = Counter(w for text in set(texts) for w in set(RUN_OF_WORD_CHARACTERS.findall(text)))
+    return [RUN_OF_WORD_CHARACTERS.sub(lambda m: m[0] if documents[m[0]] >= min_document_frequency else "", text)
+            for text in texts]
 
 
 def extend_tokenizer(tokenizer: PreTrainedTokenizerBase, terms: Iterable[str]) -> VocabularyExtension:

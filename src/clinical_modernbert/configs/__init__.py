@@ -21,10 +21,11 @@ from .pretraining import (
     resolve_embedded,
 )
 from .publishing import PushArguments
-from .vocabulary import VOCABULARY_MODES, VocabularyArguments
+from .vocabulary import DEFAULT_MIN_DOCUMENT_FREQUENCY, VOCABULARY_MODES, VocabularyArguments
 
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
+    "DEFAULT_MIN_DOCUMENT_FREQUENCY",
     "EMBEDDED_PREFIX",
     "EVALUATION_SPLITS",
     "MASKING_SCHEDULES",

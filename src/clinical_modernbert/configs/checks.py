@@ -21,3 +21,12 @@ def check_repo_id(repo_id: str | None, what: str = "repo_id") -> str:
     except HFValidationError as err:
         raise ValueError(f"{what} {repo_id!r} is not a valid Hub id: {err}") from None
     return repo_id
+
+
+def check_no_hub_token(hub_token: str | None) -> None:
+    """Refuse `--hub_token`: the Trainer saves it in plain text (`training_args.bin`, in every checkpoint too)."""
+    if hub_token:
+        raise ValueError(
+            "hub_token is refused: the Trainer would save its value in plain text in training_args.bin and every "
+            "checkpoint. Remove --hub_token and set HF_TOKEN or run `hf auth login` instead."
+        )

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from .checks import check_no_hub_token
+
 TASK_TYPES = ("ner", "classification")
 FINETUNE_SPLITS = ("train", "validation", "test")
 # File names looked up in data_dir, per split and task type (first existing one wins).
@@ -117,3 +119,7 @@ class FinetuneTrainingArguments(TrainingArguments):
     warmup_steps: float = field(default=0.1, metadata={"help": "Warmup steps, or a share of all steps if < 1."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training (default: none)."})
+
+    def __post_init__(self):
+        check_no_hub_token(self.hub_token)
+        super().__post_init__()

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from transformers import TrainingArguments
 
 from ..assets import ASSETS_DIR
-from .checks import check_probability
+from .checks import check_no_hub_token, check_probability
 
 EMBEDDED_PREFIX = "embedded:"
 ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
@@ -54,7 +54,9 @@ class SourceConfig:
 
     `path` is a Hub id (e.g. `my-org/pubmed`) or a `datasets` builder (`json`, `parquet`, `csv`, `text`) used with
     `data_files` (local paths or globs, compressed files allowed). Text comes from `text_field`, or from `template`,
-    a Python format string over the row's columns (e.g. `"ICD-9 code {code}: {description}"`).
+    a Python format string over the row's columns (e.g. `"ICD-9 code {code}: {description}"`). `redistributable:
+    false` marks text whose terms forbid sharing it (MIMIC notes): it is trained on, but never mined into a vocabulary
+    that is published with the model (unless `include_non_redistributable_sources` is given to the vocabulary recipe).
     """
 
     name: str
@@ -66,6 +68,7 @@ class SourceConfig:
     template: str | None = None
     weight: float = 1.0
     delimiter: str | None = None
+    redistributable: bool = True
 
     def __post_init__(self):
         if not self.weight > 0:
@@ -99,6 +102,12 @@ class DataArguments:
         default=0.01, metadata={"help": "Share of documents held out for evaluation, chosen by hash of the text."}
     )
     max_eval_documents: int = field(default=256, metadata={"help": "Number of held-out documents evaluated."})
+    max_eval_tokens_per_document: int | None = field(
+        default=None,
+        metadata={"help": "A held-out document longer than this many tokens is cut to it in the evaluation set "
+                  "(counted and logged), so max_eval_documents bounds its rows and tokens too. Default: four rows' "
+                  "worth, 4 x (max_seq_length - 2)."},
+    )
     shuffle_buffer_size: int = field(
         default=0, metadata={"help": "Stream shuffle buffer per source (0 = keep file order)."}
     )
@@ -110,6 +119,14 @@ class DataArguments:
         check_seq_length("max_seq_length", self.max_seq_length)
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.max_eval_tokens_per_document is not None and self.max_eval_tokens_per_document < 1:
+            raise ValueError(f"max_eval_tokens_per_document must be >= 1 (or unset), got "
+                             f"{self.max_eval_tokens_per_document}")
+
+    @property
+    def eval_tokens_per_document(self) -> int:
+        """The most tokens of one held-out document the evaluation set keeps."""
+        return self.max_eval_tokens_per_document or 4 * (self.max_seq_length - 2)
 
 
 def check_seq_length(name: str, value: int) -> None:
@@ -228,6 +245,7 @@ class PretrainConfig(TrainingArguments):
         return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.world_size
 
     def __post_init__(self):
+        check_no_hub_token(self.hub_token)
         super().__post_init__()
         # kept as plain dicts (validated, defaults filled): the Trainer writes its arguments out as JSON
         phases = [p if isinstance(p, TrainingPhase) else _from_dict(TrainingPhase, p, "phase") for p in self.phases]

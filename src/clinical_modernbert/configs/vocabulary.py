@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .pretraining import DataArguments, resolve_embedded
+from .pretraining import DataArguments, SourceConfig, resolve_embedded
 
 VOCABULARY_MODES = ("extend", "scratch")
+# k-anonymity-style floor: a word form seen in fewer than k distinct documents can point at one patient (a surname, a
+# rare place); 20 is above the small cell sizes (10-11) that health-data release rules suppress, and a word that common
+# is still a corpus word rather than a person's. The words worth a token are far more common than that.
+DEFAULT_MIN_DOCUMENT_FREQUENCY = 20
 
 
 @dataclass
@@ -37,6 +41,16 @@ class VocabularyArguments:
         default=0.05, metadata={"help": "Share of documents (by text hash) kept out of mining, for the report."}
     )
     max_documents: int = field(default=100_000, metadata={"help": "Documents read per source at most."})
+    min_document_frequency: int = field(
+        default=DEFAULT_MIN_DOCUMENT_FREQUENCY,
+        metadata={"help": "A mined word must occur in at least this many distinct documents (identical texts count "
+                  "once), so that no word of a single patient's notes (a name) enters the published tokenizer."},
+    )
+    include_non_redistributable_sources: bool = field(
+        default=False,
+        metadata={"help": "Also mine sources marked `redistributable: false` (e.g. MIMIC notes), whose words would be "
+                  "published with the tokenizer. Off by default."},
+    )
     output_dir: str = field(default="outputs/modernbert-domain-vocab", metadata={"help": "Where the result is saved."})
 
     def __post_init__(self):
@@ -52,5 +66,18 @@ class VocabularyArguments:
             raise ValueError(f"max_documents must be > 0, got {self.max_documents}")
         if not self.sources and (self.mode == "scratch" or not self.lexicon_files):
             raise ValueError("No corpus: give `sources` (and, in extend mode, optionally `lexicon_files`).")
+        if self.min_document_frequency < 1:
+            raise ValueError(f"min_document_frequency must be >= 1, got {self.min_document_frequency}")
         self.sources = DataArguments(sources=self.sources).sources
         self.lexicon_files = [resolve_embedded(f) for f in self.lexicon_files]
+        if self.sources and not self.mined_sources and (self.mode == "scratch" or not self.lexicon_files):
+            raise ValueError(
+                f"No corpus to mine: every source ({', '.join(s.name for s in self.sources)}) is marked "
+                "redistributable: false. Add a redistributable source, or set include_non_redistributable_sources: "
+                "true to publish words mined from them."
+            )
+
+    @property
+    def mined_sources(self) -> list[SourceConfig]:
+        """The sources whose words may enter the vocabulary: redistributable ones, others only when opted in."""
+        return [s for s in self.sources if s.redistributable or self.include_non_redistributable_sources]
