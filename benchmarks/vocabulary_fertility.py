@@ -45,6 +45,9 @@ class BenchmarkArguments:
     max_notes: int = 500
     sizes: list[int] = field(default_factory=lambda: [1000, 5000])
     heldout_fraction: float = 0.1
+    # PubMed is public, and 6,000 abstracts are too few for the recipe's privacy floor (20 documents): only a few
+    # hundred word forms reach it. The published figures mine every form (--min_document_frequency 20: the recipe's).
+    min_document_frequency: int = 1
     scratch: bool = True
     output: str = str(REPO / "benchmarks" / "results" / "vocabulary_fertility.json")
 
@@ -79,7 +82,8 @@ def main(args: BenchmarkArguments) -> dict:
     rows = []
     for with_lexicon in (False, True):
         start = time.perf_counter()
-        mined = mine_candidates(base, mining, max(args.sizes), lexicon_terms if with_lexicon else ())
+        mined = mine_candidates(base, mining, max(args.sizes), lexicon_terms if with_lexicon else (),
+                                args.min_document_frequency)
         mining_s = time.perf_counter() - start
         for n in sorted(args.sizes):
             start = time.perf_counter()
@@ -107,6 +111,7 @@ def main(args: BenchmarkArguments) -> dict:
         "benchmark": "vocabulary_fertility",
         "base_tokenizer": "ModernBERT (answerdotai/ModernBERT-base tokenizer, from ../shared/modernbert-tokenizer)",
         "corpus": args.corpus, "mining_documents": len(mining), "heldout_fraction": args.heldout_fraction,
+        "min_document_frequency": args.min_document_frequency,
         "text_sets": {k: rows[0]["counts"][k] for k in texts},
         "lexicons": {k: {c: rows[0]["counts"][k][c] for c in ("terms", "single_word_terms")} for k in lexicons},
         "environment": {"python": platform.python_version(), "transformers": transformers.__version__,

@@ -9,9 +9,9 @@ tokenizer is a byte-level BPE with ModernBERT's special tokens trained on that c
 import gzip
 import json
 import logging
-from dataclasses import dataclass
 
 from clinical_modernbert.assets import EMBEDDED_CORPUS, EMBEDDED_TOKENIZER_DIR, read_code_table
+from clinical_modernbert.configs import EmbeddedAssetArguments
 from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.sample_corpus import SampleCorpusGenerator
@@ -20,15 +20,7 @@ from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class AssetArguments:
-    n_abstracts: int = 1600
-    n_notes: int = 800
-    vocab_size: int = 4096
-    seed: int = 0
-
-
-def main(args: AssetArguments):
+def main(args: EmbeddedAssetArguments):
     docs = SampleCorpusGenerator(args.seed).generate(args.n_abstracts, args.n_notes)
     # mtime=0 keeps the gzip bytes identical across rebuilds
     with gzip.GzipFile(EMBEDDED_CORPUS, "wb", mtime=0) as f:
@@ -42,4 +34,4 @@ def main(args: AssetArguments):
 
 if __name__ == "__main__":
     setup_logging()
-    main(*parse_recipe_args([AssetArguments]))
+    main(*parse_recipe_args([EmbeddedAssetArguments]))

@@ -13,9 +13,9 @@ import logging
 from accelerate import PartialState
 from transformers import set_seed
 
-from clinical_modernbert.configs import DataArguments, ModelArguments
+from clinical_modernbert.artifacts import save_json
+from clinical_modernbert.configs import DataArguments, EvaluationArguments, ModelArguments
 from clinical_modernbert.evaluation import (
-    EvaluationArguments,
     build_eval_collator,
     build_eval_dataset,
     build_eval_lexicon,
@@ -27,7 +27,6 @@ from clinical_modernbert.evaluation import (
 from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
-from clinical_modernbert.trainer import save_json
 
 logger = logging.getLogger(__name__)
 

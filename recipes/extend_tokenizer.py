@@ -8,24 +8,23 @@ the embeddings for them (extend), or train an in-domain byte-level BPE tokenizer
     accelerate launch recipes/pretrain.py --tokenizer_name_or_path outputs/modernbert-domain-vocab   # from scratch
 
 The output folder holds the tokenizer (and, in extend mode, the model), `vocabulary_report.json` (fertility before and
-after, read by the model card) and, in extend mode, `added_tokens.tsv` (form, id, frequency, pieces before).
+after, read by the model card; with the privacy rules applied: words in at least `min_document_frequency` distinct
+documents, sources mined and excluded) and, in extend mode, `added_tokens.tsv` (form, id, frequency, pieces before).
 """
 
 import json
 import logging
 from pathlib import Path
 
-from clinical_modernbert.configs import ModelArguments
+from clinical_modernbert.artifacts import ADDED_TOKENS_FILE, VOCABULARY_REPORT_FILE, save_json
+from clinical_modernbert.configs import ModelArguments, VocabularyArguments
 from clinical_modernbert.lexicon import read_terms
 from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
-from clinical_modernbert.trainer import save_json
 from clinical_modernbert.vocabulary import (
-    ADDED_TOKENS_FILE,
-    REPORT_FILE,
-    VocabularyArguments,
+    drop_rare_words,
     extend_tokenizer,
     fertility_report,
     mine_candidates,
@@ -37,8 +36,15 @@ logger = logging.getLogger(__name__)
 
 
 def main(args: VocabularyArguments) -> dict:
-    mining, heldout = read_corpus(args.sources, args.heldout_fraction, args.max_documents) if args.sources else ([], [])
+    sources = args.mined_sources
+    excluded = [s.name for s in args.sources if s not in sources]
+    if excluded:
+        logger.info("Data: source(s) %s not mined: marked redistributable: false (their words would be published "
+                    "with the tokenizer; include_non_redistributable_sources: true mines them)", excluded)
+    mining, heldout = read_corpus(sources, args.heldout_fraction, args.max_documents) if sources else ([], [])
     lexicons = {Path(f).stem: read_terms(Path(f)) for f in args.lexicon_files}
+    privacy = {"min_document_frequency": args.min_document_frequency, "sources_mined": [s.name for s in sources],
+               "sources_excluded": excluded}
     logger.info("Data: %d documents to mine, %d held out, %d lexicon terms", len(mining), len(heldout),
                 sum(map(len, lexicons.values())))
     base_args = ModelArguments(model_name_or_path=args.model_name_or_path,
@@ -48,9 +54,11 @@ def main(args: VocabularyArguments) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     if args.mode == "extend":
-        mined = mine_candidates(base, mining, args.num_new_tokens, [t for ts in lexicons.values() for t in ts])
-        logger.info("Vocabulary: %d distinct words, %d already one token; top %d by frequency x pieces saved "
-                    "(last score %d)", mined.distinct_words, mined.already_single, len(mined.candidates),
+        mined = mine_candidates(base, mining, args.num_new_tokens, [t for ts in lexicons.values() for t in ts],
+                                args.min_document_frequency)
+        logger.info("Vocabulary: %d distinct words, %d in fewer than %d documents (not mined), %d already one token; "
+                    "top %d by frequency x pieces saved (last score %d)", mined.distinct_words, mined.too_rare,
+                    args.min_document_frequency, mined.already_single, len(mined.candidates),
                     mined.candidates[-1].score)
         extension = extend_tokenizer(base, [c.form for c in mined.candidates])
         tokenizer = extension.tokenizer
@@ -69,14 +77,17 @@ def main(args: VocabularyArguments) -> dict:
             "skipped": {"already_single_token": len(extension.already_single),
                         "not_one_word": len(extension.not_one_word), "duplicate": extension.duplicates},
             "mining": {"documents": len(mining), "distinct_words": mined.distinct_words,
-                       "already_single_token": mined.already_single, "last_score": mined.candidates[-1].score},
+                       "below_min_document_frequency": mined.too_rare,
+                       "already_single_token": mined.already_single, "last_score": mined.candidates[-1].score,
+                       **privacy},
         }
     else:
-        tokenizer = train_bpe_tokenizer(mining + [t for ts in lexicons.values() for t in ts], args.vocab_size,
+        tokenizer = train_bpe_tokenizer(drop_rare_words(mining, args.min_document_frequency)
+                                        + [t for ts in lexicons.values() for t in ts], args.vocab_size,
                                         args.min_frequency)
         summary = {"mode": "scratch", "base_tokenizer": args.tokenizer_name_or_path, "tokens_added": 0,
                    "vocab_size": {**({"before": len(base)} if base else {}), "after": len(tokenizer)},
-                   "mining": {"documents": len(mining)}}
+                   "mining": {"documents": len(mining), **privacy}}
         logger.info("Vocabulary: trained a byte-level BPE tokenizer of %d tokens", len(tokenizer))
     tokenizer.save_pretrained(output_dir)
 
@@ -84,8 +95,8 @@ def main(args: VocabularyArguments) -> dict:
     report = {**summary, **fertility_report(tokenizer, {"heldout_text": heldout}, lexicons, before=base)}
     for name, pair in report["fertility"].items():
         logger.info("Eval: %s fertility %s", name, ", ".join(f"{k} {v:.3f}" for k, v in pair.items()))
-    save_json(report, output_dir / REPORT_FILE)
-    logger.info("Save: tokenizer%s and %s in %s", " + model" if args.mode == "extend" else "", REPORT_FILE, output_dir)
+    save_json(report, output_dir / VOCABULARY_REPORT_FILE)
+    logger.info("Save: tokenizer%s and %s in %s", " + model" if args.mode == "extend" else "", VOCABULARY_REPORT_FILE, output_dir)
     return report
 
 

@@ -6,10 +6,10 @@
 
 import logging
 
+from clinical_modernbert.artifacts import save_json
 from clinical_modernbert.finetuning import FinetuneArguments, FinetuneTrainingArguments, finetune, results_path
 from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.parsing import parse_recipe_args
-from clinical_modernbert.trainer import save_json
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from clinical_modernbert.checkpoints import RUN_FACTS_FILE, resolve_checkpoint
+from clinical_modernbert.artifacts import RUN_FACTS_FILE, save_json
+from clinical_modernbert.checkpoints import resolve_checkpoint
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from clinical_modernbert.evaluation import MLMTopKMetrics
 from clinical_modernbert.hub import claim_push_to_hub, push_model_dir
@@ -28,7 +29,7 @@ from clinical_modernbert.pretraining import (
     run_facts,
     set_cpu_threads,
 )
-from clinical_modernbert.trainer import MLMTrainer, save_json
+from clinical_modernbert.trainer import MLMTrainer
 
 logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded_default.yaml"

@@ -9,7 +9,8 @@ The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT points the upload 
 
 import logging
 
-from clinical_modernbert.hub import PushArguments, push_model_dir, push_space
+from clinical_modernbert.configs import PushArguments
+from clinical_modernbert.hub import push_model_dir, push_space
 from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.parsing import parse_recipe_args
 

@@ -1,6 +1,8 @@
 """Shared fixtures: offline mode, the `../shared` data folder, a tiny ModernBERT."""
 
 import os
+import shutil
+import socket
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,3 +84,14 @@ def run_finetune_recipe(args: list[str]) -> dict:
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     return recipe.main(*parse_recipe_args([FinetuneArguments, FinetuneTrainingArguments], args=args))
+
+
+def cpu_ddp_launcher() -> list[str]:
+    """`accelerate launch` of two CPU DDP processes on a free port (skips when the CLI is absent)."""
+    if shutil.which("accelerate") is None:
+        pytest.skip("accelerate CLI not on PATH")
+    with socket.socket() as probe:  # a free rendezvous port: the default 29500 may be held by another run
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return ["accelerate", "launch", "--config_file", str(REPO_ROOT / "recipes/accelerate_configs/cpu_ddp.yaml"),
+            "--main_process_port", str(port)]

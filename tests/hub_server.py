@@ -6,6 +6,7 @@ commit files (preupload answers "regular", then the NDJSON commit), list them (`
     with HubServer(token="hf_test") as hub:   # point huggingface_hub at hub.url with HF_ENDPOINT
         ...
         hub.files("org/name")                  # {path: bytes} of the latest commit on main
+        hub.add_repo("ncbi/pubmed", SCRIPT_ONLY_PUBMED)   # a repository laid out like a real one
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 REPO = r"(?P<repo>[^/]+/[^/]+)"
 API_REPO = r"^/api/(?P<type>models|datasets|spaces)/" + REPO
+
+
+# The real `ncbi/pubmed` dataset repository: a loading script and its README, no data files.
+SCRIPT_ONLY_PUBMED = {
+    "pubmed.py": b'"""MEDLINE/PubMed data."""\n\nimport datasets\n\n_URLs = ["https://ftp.ncbi.nlm.nih.gov/pubmed/'
+                 b'baseline/pubmed25n0001.xml.gz"]\n\n\nclass Pubmed(datasets.GeneratorBasedBuilder):\n    pass\n',
+    "README.md": b"---\nlicense: other\npretty_name: PubMed\n---\n\n# Dataset Card for PubMed\n",
+}
 
 
 @dataclass
@@ -67,6 +76,13 @@ class HubServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
+
+    def add_repo(self, repo_id: str, files: dict[str, bytes], repo_type: str = "dataset") -> Repo:
+        """A public repository holding `files` in one commit on main, as if pushed earlier."""
+        repo = Repo(repo_type, private=False, sdk=None)
+        repo.branches["main"] = [Commit(_oid(b"".join(files.values())), "add files", dict(files))]
+        self.repos[(repo_type, repo_id)] = repo
+        return repo
 
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
         return self.repos[(repo_type, repo_id)]

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from transformers import EvalPrediction, ModernBertForMaskedLM, ModernBertModel
 
+from clinical_modernbert.configs import EvaluationArguments
 from clinical_modernbert.attention import packed_attention_inputs
 from clinical_modernbert.configs import DataArguments, ModelArguments
 from clinical_modernbert.evaluation import (
-    EvaluationArguments,
     MLMTopKMetrics,
     build_eval_collator,
     build_eval_dataset,
@@ -27,7 +27,7 @@ from clinical_modernbert.lexicon import Lexicon
 from clinical_modernbert.metrics import MLM_TOPK_ACCURACY
 from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
 
-from conftest import REPO_ROOT, tiny_config
+from conftest import REPO_ROOT, cpu_ddp_launcher, tiny_config
 
 DRUGS = ["metformin", "warfarin", "aspirin", "insulin", "heparin"]
 DISEASES = ["atrial fibrillation", "diabetes mellitus", "heart failure", "pneumonia"]
@@ -92,12 +92,13 @@ def random_batch(batch: int, seq: int, vocab: int, seed: int):
     labels = torch.randint(0, vocab, (batch, seq), generator=g)
     labels[torch.rand(batch, seq, generator=g) > 0.3] = -100
     medical = torch.randint(0, 2, (batch, seq), generator=g)
-    return logits, labels, medical
+    mask_input = (torch.rand(batch, seq, generator=g) < 0.8).long()
+    return logits, labels, medical, mask_input
 
 
 def test_preprocess_keeps_top_ids_and_nll_of_masked_positions_dense_or_sparse():
     metrics = MLMTopKMetrics([1, 3])
-    logits, labels, medical = random_batch(2, 9, 20, seed=0)
+    logits, labels, medical, _ = random_batch(2, 9, 20, seed=0)
     masked = labels != -100
     top, nll = metrics.preprocess_logits_for_metrics(logits, labels)
     sparse_top, sparse_nll = metrics.preprocess_logits_for_metrics(logits[masked], (labels, medical))
@@ -108,7 +109,7 @@ def test_preprocess_keeps_top_ids_and_nll_of_masked_positions_dense_or_sparse():
 
 
 def test_preprocess_rejects_k_beyond_vocabulary_and_mismatched_logits():
-    logits, labels, _ = random_batch(1, 6, 20, seed=1)
+    logits, labels, *_ = random_batch(1, 6, 20, seed=1)
     with pytest.raises(ValueError, match="top_k=25 exceeds the vocabulary size 20"):
         MLMTopKMetrics([1, 25]).preprocess_logits_for_metrics(logits, labels)
     labels = torch.arange(6)[None]  # six masked positions, but sparse logits for two
@@ -120,22 +121,27 @@ def test_batched_compute_metrics_equal_one_pass_over_all_logits():
     metrics = MLMTopKMetrics([1, 2, 5])
     batches = [random_batch(2, seq, 30, seed) for seed, seq in enumerate((7, 11, 5))]
     for _ in range(2):  # a second evaluation starts from zero
-        for i, (logits, labels, medical) in enumerate(batches):
-            predictions = metrics.preprocess_logits_for_metrics(logits, (labels, medical))
-            result = metrics(EvalPrediction(predictions, (labels, medical)), compute_result=i == len(batches) - 1)
-        scores = torch.cat([logits[labels != -100] for logits, labels, _ in batches])
-        references = torch.cat([labels[labels != -100] for _, labels, _ in batches])
-        flags = torch.cat([medical[labels != -100] for _, labels, medical in batches])
+        for i, (logits, labels, medical, mask_input) in enumerate(batches):
+            predictions = metrics.preprocess_logits_for_metrics(logits, (labels, medical, mask_input))
+            result = metrics(EvalPrediction(predictions, (labels, medical, mask_input)),
+                             compute_result=i == len(batches) - 1)
+        scores = torch.cat([logits[labels != -100] for logits, labels, *_ in batches])
+        references = torch.cat([labels[labels != -100] for _, labels, *_ in batches])
+        flags = torch.cat([medical[labels != -100] for _, labels, medical, _ in batches])
+        mask_flags = torch.cat([mask_input[labels != -100] for _, labels, _, mask_input in batches])
         expected = evaluate.load(MLM_TOPK_ACCURACY, top_k=[1, 2, 5]).compute(
-            predictions=scores.numpy(), references=references.numpy(), medical_flags=flags.numpy()
+            predictions=scores.numpy(), references=references.numpy(), medical_flags=flags.numpy(),
+            mask_flags=mask_flags.numpy(),
         )
         expected["perplexity"] = math.exp(F.cross_entropy(scores, references).item())
+        only = mask_flags.bool()
+        expected["mask_only_perplexity"] = math.exp(F.cross_entropy(scores[only], references[only]).item())
         assert result == pytest.approx(expected, rel=1e-6)
 
 
 def manual_evaluation(model, dataset, collator, batch_size: int, top_k) -> dict:
-    """The same masked batches, evaluated by hand: full logits, then the metric on the logits directly."""
-    scores, references, flags = [], [], []
+    """The same masked batches, evaluated by hand: full logits, then brute force on the logits directly."""
+    scores, references, flags, is_mask = [], [], [], []
     for start in range(0, len(dataset), batch_size):
         examples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         batch = collator(examples)
@@ -148,12 +154,16 @@ def manual_evaluation(model, dataset, collator, batch_size: int, top_k) -> dict:
         masked = batch["labels"] != -100
         scores.append(logits[masked])
         references.append(batch["labels"][masked])
-        flags.append(medical[masked])
-    scores, references, flags = torch.cat(scores), torch.cat(references), torch.cat(flags)
-    result = evaluate.load(MLM_TOPK_ACCURACY, top_k=top_k).compute(
-        predictions=scores.numpy(), references=references.numpy(), medical_flags=flags.numpy()
-    )
-    result["perplexity"] = math.exp(F.cross_entropy(scores, references).item())
+        flags.append(medical[masked].bool())
+        is_mask.append(batch["input_ids"][masked] == collator.tokenizer.mask_token_id)
+    scores, references, flags, is_mask = (torch.cat(x) for x in (scores, references, flags, is_mask))
+    ranks = 1 + (scores > scores.gather(1, references[:, None])).sum(1)  # continuous logits: no ties
+    result = {}
+    for protocol, selected in (("", torch.ones_like(is_mask)), ("mask_only_", is_mask)):
+        for group, members in (("", selected), ("medical_", selected & flags), ("other_", selected & ~flags)):
+            result |= {f"{protocol}{group}top_{k}": float((ranks[members] <= k).float().mean()) for k in top_k}
+            result[f"{protocol}{group}num_positions"] = int(members.sum())
+        result[f"{protocol}perplexity"] = math.exp(F.cross_entropy(scores[selected], references[selected]).item())
     return result
 
 
@@ -164,6 +174,7 @@ def test_trainer_evaluation_equals_direct_computation_dense_and_sparse(tokenizer
     model = ModernBertForMaskedLM.from_pretrained(model_dir).eval()
     expected = manual_evaluation(model, dataset, build_eval_collator(tokenizer, args.mlm_probability, args.seed), 3, args.top_k)
     assert expected["medical_num_positions"] > 20 and expected["other_num_positions"] > 20
+    assert 0.7 < expected["mask_only_num_positions"] / expected["num_positions"] < 0.9
     for sparse in (False, True):
         model.config.sparse_prediction = model.sparse_prediction = sparse
         results, top_k = evaluate_masked_lm(
@@ -175,6 +186,22 @@ def test_trainer_evaluation_equals_direct_computation_dense_and_sparse(tokenizer
     results, _ = evaluate_masked_lm(model, tokenizer, dataset, collator, args, False, str(tmp_path))
     assert not any(key.startswith(("medical_", "other_")) for key in results)
     assert results["top_5"] == pytest.approx(expected["top_5"], rel=1e-5)
+
+
+def test_figures_do_not_depend_on_the_batch_size(tokenizer, files, model_dir, tmp_path):
+    lexicon = Lexicon.from_files([str(files / "lexicon.txt")], use_default=False)
+    model = ModernBertForMaskedLM.from_pretrained(model_dir).eval()
+    figures = []
+    for batch_size in (1, 16):
+        args = eval_args(files, per_device_eval_batch_size=batch_size)
+        dataset = build_eval_dataset(data_args(files), args, tokenizer, lexicon)
+        collator = build_eval_collator(tokenizer, args.mlm_probability, args.seed)
+        results, _ = evaluate_masked_lm(model, tokenizer, dataset, collator, args, True, str(tmp_path))
+        figures.append(results)
+    assert len(dataset) > 16 and figures[0]["mask_only_num_positions"] > 0
+    counts = {key: value for key, value in figures[0].items() if key.endswith(("num_positions", "top_1", "top_5"))}
+    assert counts == {key: figures[1][key] for key in counts}
+    assert figures[0]["perplexity"] == pytest.approx(figures[1]["perplexity"], rel=1e-5)
 
 
 def load_recipe():
@@ -215,30 +242,52 @@ def test_evaluation_arguments_reject_unknown_split():
         EvaluationArguments(split="test")
 
 
-@pytest.mark.slow
-def test_recipe_prints_the_table_and_writes_the_json(files, model_dir, tmp_path):
+def run_recipe(files, model_dir, tmp_path, *launcher: str, batch_size: int = 8) -> tuple[dict, str]:
+    """`recipes/evaluate_mlm.py` on the test documents; its results file and what it printed."""
     config = tmp_path / "eval.yaml"
     config.write_text(
         f"sources:\n  - name: notes\n    path: json\n    data_files: {files / 'eval.jsonl'}\n"
         f"split: all\nmax_seq_length: 64\nlexicon_files: [{files / 'lexicon.txt'}]\nuse_default_lexicon: false\n"
     )
-    output = tmp_path / "results.json"
+    output = tmp_path / f"results{len(launcher)}-{batch_size}.json"
     run = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "recipes" / "evaluate_mlm.py"), "--config", str(config),
-         "--model_name_or_path", str(model_dir), "--output_json", str(output)],
+        [*(launcher or [sys.executable]), str(REPO_ROOT / "recipes" / "evaluate_mlm.py"), "--config", str(config),
+         "--model_name_or_path", str(model_dir), "--output_json", str(output),
+         "--per_device_eval_batch_size", str(batch_size)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(output.read_text())
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads(output.read_text()), run.stdout
+
+
+@pytest.mark.slow
+def test_recipe_prints_the_table_and_writes_the_json(files, model_dir, tmp_path):
+    report, stdout = run_recipe(files, model_dir, tmp_path)
     metrics, top_k = report["metrics"], report["top_k"]
     assert top_k == [1, 5, 10, 25] and report["masking"]["mlm_probability"] == 0.15
+    assert "answer is not in the input" in report["masking"]["mask_only_positions"]
     assert report["data"]["rows"] > 0
-    assert metrics["num_positions"] == metrics["medical_num_positions"] + metrics["other_num_positions"]
-    assert metrics["perplexity"] > 1
-    assert "| masked tokens | positions | Top-1 | Top-5 | Top-10 | Top-25 |" in run.stdout
-    for group, prefix in (("all", ""), ("medical", "medical_"), ("other", "other_")):
-        accuracies = [metrics[f"{prefix}top_{k}"] for k in top_k]
-        assert accuracies == sorted(accuracies)
-        cells = " | ".join(f"{100 * a:.2f}" for a in accuracies)
-        assert f"| {group} | {metrics[f'{prefix}num_positions']} | {cells} |" in run.stdout
-    assert f"Perplexity (same positions): {metrics['perplexity']:.2f}" in run.stdout
+    assert "| counted positions | tokens | positions | Top-1 | Top-5 | Top-10 | Top-25 |" in stdout
+    for protocol, label in (("", "all labelled ([MASK], random, kept)"), ("mask_only_", "[MASK] only")):
+        assert metrics[f"{protocol}num_positions"] == (
+            metrics[f"{protocol}medical_num_positions"] + metrics[f"{protocol}other_num_positions"])
+        assert metrics[f"{protocol}perplexity"] > 1
+        for group in ("all", "medical", "other"):
+            prefix = protocol + ("" if group == "all" else f"{group}_")
+            accuracies = [metrics[f"{prefix}top_{k}"] for k in top_k]
+            assert accuracies == sorted(accuracies)
+            cells = " | ".join(f"{100 * a:.2f}" for a in accuracies)
+            assert f"| {label} | {group} | {metrics[f'{prefix}num_positions']} | {cells} |" in stdout
+    assert metrics["mask_only_num_positions"] < metrics["num_positions"]
+    assert (f"Perplexity: {metrics['perplexity']:.2f} (all labelled ([MASK], random, kept)), "
+            f"{metrics['mask_only_perplexity']:.2f} ([MASK] only)") in stdout
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_figures_of_one(files, model_dir, tmp_path):
+    """Masks depend on the document only: 2 DDP processes (each a share of the rows) count what 1 process counts."""
+    one, _ = run_recipe(files, model_dir, tmp_path, batch_size=1)
+    two, _ = run_recipe(files, model_dir, tmp_path, *cpu_ddp_launcher(), batch_size=3)
+    counts = {key: value for key, value in one["metrics"].items() if "num_positions" in key or "top_" in key}
+    assert counts == {key: two["metrics"][key] for key in counts}
+    assert one["metrics"]["perplexity"] == pytest.approx(two["metrics"]["perplexity"], rel=1e-5)

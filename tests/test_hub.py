@@ -13,23 +13,22 @@ from huggingface_hub import constants
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoTokenizer
 
+from clinical_modernbert.configs import FinetuneTrainingArguments, PretrainConfig, PushArguments, check_repo_id
 from clinical_modernbert.hub import (
-    PushArguments,
-    check_repo_id,
     plan_model_upload,
     push,
     push_model_dir,
     push_space,
     select_model_files,
 )
-from clinical_modernbert.model_card import MLM_EVAL_FILE, PLOT_FILE
+from clinical_modernbert.artifacts import MLM_EVAL_FILE, TRAINING_CURVES_FILE
 from conftest import REPO_ROOT
 from hub_server import HubServer
 from test_model_card import sample_mlm_eval, write_model_dir
 
 TOKEN = "hf_stand_in_secret_0123456789"
 REPO_ID = "test-org/clinical-modernbert-test"
-PUBLISHED = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md", PLOT_FILE}
+PUBLISHED = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md", TRAINING_CURVES_FILE}
 # What a training output directory also holds, none of which may leave the machine.
 PRIVATE = {
     "optimizer.pt": b"optimizer state",
@@ -75,7 +74,7 @@ def hub(monkeypatch, tmp_path):
 
 def test_only_allow_listed_files_are_selected(model_dir):
     files, kept_local = select_model_files(model_dir)
-    assert set(files) == PUBLISHED - {"README.md", PLOT_FILE}
+    assert set(files) == PUBLISHED - {"README.md", TRAINING_CURVES_FILE}
     assert set(PRIVATE) | {"checkpoint-2/", "run_facts.json", MLM_EVAL_FILE} <= set(kept_local)
 
 
@@ -133,6 +132,28 @@ def test_bad_input_uploads_nothing(model_dir, hub, monkeypatch):
     with pytest.raises(ValueError, match="No Hugging Face token"):
         push_model_dir(model_dir, REPO_ID)
     assert hub.requests == [] and hub.repos == {}
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "model.safetensors"])
+def test_an_allow_listed_symlink_is_refused_and_nothing_uploaded(model_dir, hub, tmp_path, name):
+    secret = tmp_path / "outside" / "hf_token"
+    secret.parent.mkdir()
+    secret.write_text(TOKEN)
+    (model_dir / name).unlink()
+    (model_dir / name).symlink_to(secret)
+    with pytest.raises(ValueError, match=f"{name} is a symbolic link .*only regular files inside"):
+        push_model_dir(model_dir, REPO_ID)
+    assert hub.requests == [] and hub.repos == {}
+
+
+def test_hub_token_is_refused_when_parsed():
+    """`--hub_token` would be pickled into training_args.bin and every checkpoint: the token comes from HF_TOKEN."""
+    for arguments in (PretrainConfig, FinetuneTrainingArguments):
+        message = "hub_token is refused: .*training_args.bin.*HF_TOKEN or run `hf auth"
+        with pytest.raises(ValueError, match=message) as err:
+            arguments(output_dir="out", max_steps=1, hub_token=TOKEN)
+        assert TOKEN not in str(err.value)
+    assert PretrainConfig(output_dir="out", max_steps=1).hub_token is None
 
 
 def test_dry_run_prints_the_plan_and_the_card_and_uploads_nothing(model_dir, hub, capsys):
@@ -195,9 +216,9 @@ def test_push_with_the_recipe_then_load_back(model_dir, tmp_path):
         assert pushed.returncode == 0, pushed.stdout[-3000:] + pushed.stderr[-3000:]
         files = hub.files(REPO_ID)
         assert set(files) == PUBLISHED
-        for name in PUBLISHED - {"README.md", PLOT_FILE}:
+        for name in PUBLISHED - {"README.md", TRAINING_CURVES_FILE}:
             assert files[name] == (model_dir / name).read_bytes()
-        assert files[PLOT_FILE].startswith(b"\x89PNG")
+        assert files[TRAINING_CURVES_FILE].startswith(b"\x89PNG")
         assert TOKEN not in pushed.stdout + pushed.stderr
         assert not any(TOKEN.encode() in content for content in files.values())
         assert len(hub.commits(REPO_ID)) == 2  # the repo's creation, then one commit with every file
@@ -244,3 +265,7 @@ def test_pretraining_push_to_hub_uses_the_allow_list(tmp_path):
         assert set(hub.files(REPO_ID)) == PUBLISHED
         assert len(hub.commits(REPO_ID)) == 2
         assert TOKEN not in run.stdout + run.stderr
+        # HF_TOKEN was set for the whole run: no file it wrote (arguments, checkpoints, card, logs) holds it.
+        written = [path for path in out.rglob("*") if path.is_file()]
+        assert any(path.name == "training_args.bin" for path in written)
+        assert [path for path in written if TOKEN.encode() in path.read_bytes()] == []

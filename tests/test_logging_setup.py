@@ -12,7 +12,7 @@ import pytest
 from datasets.utils import logging as datasets_logging
 from transformers.utils import logging as transformers_logging
 
-from clinical_modernbert.logging_setup import RANK_VARIABLES, setup_logging
+from clinical_modernbert.logging_setup import RANK_VARIABLES, REPLICA_LOG_LEVEL, setup_logging
 from conftest import REPO_ROOT
 
 RECIPES = sorted((REPO_ROOT / "recipes").glob("*.py"))
@@ -56,6 +56,17 @@ def test_mpi_rank_is_read_when_torchrun_sets_none(monkeypatch, capsys, restored_
     assert capsys.readouterr().out == ""
 
 
+def test_replica_level_from_the_environment(monkeypatch, capsys, restored_logging):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv(REPLICA_LOG_LEVEL, "info")
+    setup_logging()
+    logging.getLogger("clinical_modernbert.some_module").info("Train: a phase line")
+    assert "INFO clinical_modernbert.some_module: Train: a phase line" in capsys.readouterr().out
+    monkeypatch.setenv(REPLICA_LOG_LEVEL, "loud")
+    with pytest.raises(ValueError, match=REPLICA_LOG_LEVEL):
+        setup_logging()
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.name)
 def test_every_recipe_sets_up_logging_in_one_line(recipe):
     source = recipe.read_text()
@@ -81,7 +92,7 @@ def test_two_processes_log_each_phase_line_once(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     info = Counter(m.group(1) for m in re.finditer(r"^\S+ \S+ INFO (.*)$", result.stdout, re.M))
     # each process used to log these: every phase line of the run shows once
-    for phase in ("Data: streaming", "Train: 2 steps, global batch 4 rows", "CPU threads per process"):
+    for phase in ("Data: streaming", "2 steps, global batch 4 rows", "CPU threads per process"):
         assert sum(n for line, n in info.items() if phase in line) == 1, (phase, info)
     assert max(info.values()) == 1, info
     assert "INFO" not in result.stderr

@@ -4,6 +4,7 @@ Statistical checks use 4-sigma tolerances computed from the number of tokens (or
 """
 
 import math
+from itertools import accumulate
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from clinical_modernbert.masking import (
     MaskingSchedule,
     MaskingScheduleCallback,
     MedicalMaskingCollator,
+    placeholder_ids,
     unit_probabilities,
 )
 from clinical_modernbert.trainer import MLMTrainer
@@ -25,7 +27,7 @@ MAX_TERM = 3  # synthetic terms are 1..MAX_TERM tokens long
 def rows(tokenizer, n_rows, length, medical_share=0.2, docs=4, seed=0):
     """Packed rows of random ordinary tokens: `docs` documents of `[CLS] ... [SEP]`, terms flagged 1, 2, 2."""
     g = torch.Generator().manual_seed(seed)
-    special = set(tokenizer.all_special_ids)
+    special = set(tokenizer.all_special_ids) | set(placeholder_ids(tokenizer))  # never maskable
     vocab = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
     term_start = medical_share / ((1 + MAX_TERM) / 2)
     out = []
@@ -302,15 +304,64 @@ def test_same_seed_gives_the_same_masks(embedded_tokenizer):
     assert not any(torch.equal(a, b) for a, b in zip(first, other))
 
 
-def test_evaluation_masks_depend_only_on_seed_and_batch(embedded_tokenizer):
-    a, b = rows(embedded_tokenizer, 4, 512, seed=9), rows(embedded_tokenizer, 4, 512, seed=10)
-    c = collator(embedded_tokenizer, mlm_probability=0.15, seed=42)
-    first = c(a)
-    c(b), c(b)
-    again, fresh = c(a), collator(embedded_tokenizer, mlm_probability=0.15, seed=42)(a)
-    for key in ("input_ids", "labels"):
-        assert torch.equal(first[key], again[key]) and torch.equal(first[key], fresh[key])
-    assert not torch.equal(first["labels"], collator(embedded_tokenizer, mlm_probability=0.15, seed=43)(a)["labels"])
+def eval_collator(tokenizer, seed=42):
+    return collator(tokenizer, mlm_probability=0.15, seed=seed, medical_weight=1.0, whole_term_masking=False)
+
+
+def per_document(examples, batch, keys=("input_ids", "labels", "mask_input")) -> dict:
+    """Each document's (ids, masked inputs, labels, mask flags), keyed by its original ids, from a masked batch."""
+    found = {}
+    for r, e in enumerate(examples):
+        start = 0
+        for n in e["doc_lengths"]:
+            found[tuple(e["input_ids"][start : start + n])] = tuple(
+                batch[k][r, start : start + n].tolist() for k in keys)
+            start += n
+    return found
+
+
+def repacked(examples, seed):
+    """The same documents packed into rows in another order: other neighbours, other offsets, other row lengths."""
+    docs = [(e["input_ids"][s : s + n], e["medical_mask"][s : s + n])
+            for e in examples for s, n in zip(accumulate([0] + e["doc_lengths"][:-1]), e["doc_lengths"])]
+    order = torch.randperm(len(docs), generator=torch.Generator().manual_seed(seed)).tolist()
+    out = []
+    for chunk in (order[i : i + 3] for i in range(0, len(order), 3)):
+        out.append({"input_ids": [t for i in chunk for t in docs[i][0]],
+                    "medical_mask": [f for i in chunk for f in docs[i][1]],
+                    "doc_lengths": [len(docs[i][0]) for i in chunk]})
+    return out
+
+
+def test_evaluation_masks_depend_only_on_seed_document_and_position(embedded_tokenizer):
+    examples = rows(embedded_tokenizer, 16, 512, seed=9)
+    c = eval_collator(embedded_tokenizer)
+    whole = per_document(examples, c(examples))
+    one_by_one = {}
+    for e in examples:
+        one_by_one |= per_document([e], c([e]))
+    other = repacked(examples, seed=1)
+    assert whole == one_by_one == per_document(other, c(other))
+    assert whole == per_document(examples, eval_collator(embedded_tokenizer)(examples))  # a fresh collator
+    assert whole != per_document(examples, eval_collator(embedded_tokenizer, seed=43)(examples))
+    # a row without doc_lengths is one document
+    single = {"input_ids": examples[0]["input_ids"][:128], "medical_mask": examples[0]["medical_mask"][:128]}
+    assert torch.equal(c([single])["labels"], c([{**single, "doc_lengths": [128]}])["labels"])
+
+
+def test_evaluation_masks_keep_the_rate_and_flag_mask_token_positions(embedded_tokenizer):
+    examples = rows(embedded_tokenizer, 16, 2048, seed=13)
+    c = eval_collator(embedded_tokenizer)
+    batch = c(examples)
+    maskable, _, masked, _ = batch["mask_stats"].tolist()
+    assert abs(masked / maskable - 0.15) < 4 * sd_bound(maskable)
+    labelled = batch["labels"] != -100
+    is_mask = batch["input_ids"] == embedded_tokenizer.mask_token_id
+    assert torch.equal(batch["mask_input"].bool(), labelled & is_mask)
+    share = int(batch["mask_input"].sum()) / masked
+    assert abs(share - c.mask_replace_prob) < 4 * math.sqrt(0.8 * 0.2 / masked)
+    kept = int((labelled & (batch["input_ids"] == batch["labels"])).sum()) / masked
+    assert abs(kept - 0.1) < 4 * math.sqrt(0.1 * 0.9 / masked) + 1 / len(embedded_tokenizer)
 
 
 # -- the step reaches dataloader workers; the trainer drives and resumes the schedule -------------------------------
@@ -364,3 +415,33 @@ def test_trainer_drives_the_schedule_and_resume_continues_it(tmp_path, embedded_
 
     resumed, _ = train(resume=str(tmp_path / "checkpoint-3"))
     assert resumed[0] == schedule(3)
+
+
+NOTE = ("Name:  ___                     Unit No:   ___\nAdmission Date:  ___   Discharge Date:   ___\n"
+        "Attending: ___.\nChief Complaint: abdominal pain; ___ of ___ was started on lactulose for ___.\n")
+
+
+@pytest.mark.parametrize("which", ["embedded", "modernbert"])
+def test_deidentification_placeholders_are_never_masked(embedded_tokenizer, which):
+    """MIMIC's `___` carries no signal: over many draws at a 50% rate, no label ever falls on a token made only of
+    underscores, while the other tokens are masked at about the rate."""
+    from conftest import shared_path
+    from transformers import AutoTokenizer
+
+    from clinical_modernbert.masking import placeholder_ids
+
+    tokenizer = embedded_tokenizer if which == "embedded" else AutoTokenizer.from_pretrained(
+        shared_path("modernbert-tokenizer"))
+    ids = tokenizer(NOTE * 8)["input_ids"]
+    placeholders = torch.tensor(placeholder_ids(tokenizer))
+    assert set(tokenizer.convert_ids_to_tokens(placeholders.tolist())) >= {"_"}
+    # training masking: the rows of a batch are drawn independently (evaluation would mask equal rows alike)
+    c = collator(tokenizer, schedule=MaskingSchedule(0.5, 0.5, 1, "constant"), whole_term_masking=False)
+    row = torch.tensor(ids)
+    is_placeholder = torch.isin(row, placeholders)
+    other = ~is_placeholder & ~torch.isin(row, torch.tensor(tokenizer.all_special_ids))
+    assert int(is_placeholder.sum()) >= 60
+    labels = c([{"input_ids": ids}] * 200)["labels"]  # 200 rows: 200 independent draws
+    assert not bool((labels[:, is_placeholder] != -100).any())
+    labelled_other, n = int((labels[:, other] != -100).sum()), 200 * int(other.sum())
+    assert abs(labelled_other / n - 0.5) < 4 * math.sqrt(0.25 / n)

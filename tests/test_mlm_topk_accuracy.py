@@ -15,13 +15,16 @@ def brute_force_rank(scores, reference: int) -> int:
     return order.index(reference) + 1
 
 
-def brute_force(scores, references, top_k, flags=None) -> dict:
+def brute_force(scores, references, top_k, flags=None, mask_flags=None) -> dict:
     counted = [i for i, ref in enumerate(references) if ref != -100]
     ranks = {i: brute_force_rank(scores[i], references[i]) for i in counted}
     groups = {"": counted}
+    if mask_flags is not None:
+        groups["mask_only_"] = [i for i in counted if mask_flags[i] > 0]
     if flags is not None:
-        groups["medical_"] = [i for i in counted if flags[i] > 0]
-        groups["other_"] = [i for i in counted if flags[i] == 0]
+        for prefix, members in list(groups.items()):
+            groups[f"{prefix}medical_"] = [i for i in members if flags[i] > 0]
+            groups[f"{prefix}other_"] = [i for i in members if flags[i] == 0]
     results = {}
     for prefix, members in groups.items():
         for k in top_k:
@@ -50,6 +53,20 @@ def test_logits_with_ties_match_brute_force_for_every_k():
     result = load(top_k).compute(predictions=scores, references=references, medical_flags=flags)
     assert result == brute_force(scores, references, top_k, flags)
     assert result[f"top_{VOCAB}"] == 1.0
+
+
+def test_mask_only_figures_match_brute_force_with_and_without_medical_flags():
+    scores, references, flags = tied_logits(400, seed=2)
+    mask_flags = np.random.default_rng(3).random(400) < 0.8
+    top_k = [1, 2, 5]
+    result = load(top_k).compute(predictions=scores, references=references, medical_flags=flags,
+                                 mask_flags=mask_flags)
+    assert result == brute_force(scores, references, top_k, flags, mask_flags)
+    assert 0 < result["mask_only_num_positions"] < result["num_positions"]
+    assert result["mask_only_top_1"] != result["top_1"]
+    plain = load(top_k).compute(predictions=scores, references=references, mask_flags=mask_flags)
+    assert plain == brute_force(scores, references, top_k, mask_flags=mask_flags)
+    assert "mask_only_medical_top_1" not in plain
 
 
 def test_ranked_ids_in_batches_match_brute_force():
@@ -98,7 +115,12 @@ def test_flags_for_some_batches_only_raise():
     metric = load([1])
     metric.add_batch(predictions=[[1]], references=[1], medical_flags=[1])
     metric.add_batch(predictions=[[1]], references=[1])
-    with pytest.raises(ValueError, match="some batches only"):
+    with pytest.raises(ValueError, match="medical_flags were given for some batches only"):
+        metric.compute()
+    metric = load([1])
+    metric.add_batch(predictions=[[1]], references=[1], mask_flags=[0])
+    metric.add_batch(predictions=[[1]], references=[1])
+    with pytest.raises(ValueError, match="mask_flags were given for some batches only"):
         metric.compute()
 
 
@@ -125,6 +147,7 @@ def test_invalid_top_k_raises():
 
 def test_info_documents_inputs_and_outputs():
     metric = load([1, 5])
-    for word in ("predictions", "references", "medical_flags", "top_{k}", "num_positions", "-100", "Ties"):
+    for word in ("predictions", "references", "medical_flags", "mask_flags", "mask_only_", "top_{k}", "num_positions",
+                 "-100", "Ties"):
         assert word in metric.inputs_description + metric.description
     assert "predictions" in metric.compute.__doc__

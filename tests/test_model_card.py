@@ -21,17 +21,19 @@ from transformers import AutoConfig, AutoTokenizer, ModernBertForMaskedLM
 from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
 from clinical_modernbert.hub import plan_model_upload
 from clinical_modernbert.model_card import (
-    HELD_OUT_FILE,
     MEASURED_KEYS,
-    MLM_EVAL_FILE,
-    PLOT_FILE,
-    VOCABULARY_FILE,
     card_template,
     plot_training_curves,
     read_run,
     render_model_card,
 )
-from clinical_modernbert.pretraining import RUN_FACTS_FILE
+from clinical_modernbert.artifacts import (
+    HELD_OUT_EVAL_FILE,
+    MLM_EVAL_FILE,
+    RUN_FACTS_FILE,
+    TRAINING_CURVES_FILE,
+    VOCABULARY_REPORT_FILE,
+)
 from conftest import REPO_ROOT, tiny_config
 
 REPO_ID = "test-org/clinical-modernbert-test"
@@ -72,7 +74,7 @@ def sample_run_facts(**overrides) -> dict:
         "precision": "bf16",
         "learning_rate": 0.0007,
         "source_weights": {"pubmed": 3.0, "notes": 1.0},
-        "source_paths": {"pubmed": "ncbi/pubmed", "notes": "json"},
+        "source_paths": {"pubmed": "my-org/pubmed", "notes": "json"},
         "masking": {"schedule": "cosine", "mlm_probability_start": 0.3, "mlm_probability_end": 0.15,
                     "eval_mlm_probability": 0.15, "medical_weight": 2.5, "whole_term_masking": True,
                     "lexicon_terms": 8765},
@@ -95,7 +97,8 @@ def sample_mlm_eval() -> dict:
         "model": "outputs/x",
         "data": {"split": "held_out", "sources": {"notes": {"path": "json", "data_files": "n.jsonl", "split": "train"}},
                  "eval_fraction": 0.01, "max_seq_length": 128, "rows": 41, "tokens": 5099},
-        "masking": {"mlm_probability": 0.15, "seed": 42, "counted_positions": "every labelled position"},
+        "masking": {"mlm_probability": 0.15, "seed": 42, "counted_positions": "every labelled position",
+                    "mask_only_positions": "[MASK] positions only"},
         "top_k": [1, 5, 10, 25],
         "metrics": {
             "top_1": 0.2113, "top_5": 0.3407, "top_10": 0.4051, "top_25": 0.4966, "num_positions": 751,
@@ -104,6 +107,14 @@ def sample_mlm_eval() -> dict:
             "other_top_1": 0.2907, "other_top_5": 0.4330, "other_top_10": 0.4889, "other_top_25": 0.5653,
             "other_num_positions": 418,
             "perplexity": 87.654,
+            "mask_only_top_1": 0.1012, "mask_only_top_5": 0.2213, "mask_only_top_10": 0.3011,
+            "mask_only_top_25": 0.4212,
+            "mask_only_num_positions": 601,
+            "mask_only_medical_top_1": 0.0512, "mask_only_medical_top_5": 0.1713, "mask_only_medical_top_10": 0.2511,
+            "mask_only_medical_top_25": 0.3712, "mask_only_medical_num_positions": 266,
+            "mask_only_other_top_1": 0.1412, "mask_only_other_top_5": 0.2613, "mask_only_other_top_10": 0.3411,
+            "mask_only_other_top_25": 0.4612, "mask_only_other_num_positions": 335,
+            "mask_only_perplexity": 123.456,
         },
     }
 
@@ -111,7 +122,9 @@ def sample_mlm_eval() -> dict:
 def sample_vocabulary_report() -> dict:
     return {"mode": "extend", "tokens_added": 347, "vocab_size": {"before": 4096, "after": 4443},
             "fertility": {"heldout_text": {"before": 1.456, "after": 1.321}, "drugs": {"before": 3.1, "after": 1.9}},
-            "single_token_share": {"drugs": {"before": 0.12, "after": 0.58}}}
+            "single_token_share": {"drugs": {"before": 0.12, "after": 0.58}},
+            "mining": {"documents": 900, "min_document_frequency": 20, "sources_mined": ["pubmed"],
+                       "sources_excluded": ["mimic_iv_notes"]}}
 
 
 def sample_finetune_result() -> dict:
@@ -145,7 +158,7 @@ def test_metadata_is_what_the_hub_expects(model_dir):
     assert (data.pipeline_tag, data.license, data.language, data.library_name) == ("fill-mask", "mit", "en",
                                                                                    "transformers")
     assert data.base_model == "answerdotai/ModernBERT-base"
-    assert data.datasets == ["ncbi/pubmed"]  # the `json` builder of local files is no Hub dataset
+    assert data.datasets == ["my-org/pubmed"]  # the `json` builder of local files is no Hub dataset
     assert data.model_name == REPO_ID.split("/")[1]
     values = {r.metric_type: r.metric_value for r in data.eval_results}
     assert values == {**{f"top_{k}_accuracy": report["metrics"][f"top_{k}"] for k in report["top_k"]},
@@ -156,7 +169,7 @@ def test_metadata_is_what_the_hub_expects(model_dir):
 def test_local_base_model_stays_out_of_metadata_and_lends_its_vocabulary_report(model_dir, tmp_path):
     base = tmp_path / "extended-tokenizer-checkpoint"
     base.mkdir()
-    write(base / VOCABULARY_FILE, sample_vocabulary_report())
+    write(base / VOCABULARY_REPORT_FILE, sample_vocabulary_report())
     write(model_dir / RUN_FACTS_FILE, sample_run_facts(base_model=str(base)))
     card = render_model_card(model_dir, REPO_ID).card
     assert card.data.base_model is None
@@ -165,7 +178,7 @@ def test_local_base_model_stays_out_of_metadata_and_lends_its_vocabulary_report(
 
 def test_sections_report_the_runs_own_figures(model_dir):
     facts = sample_run_facts()
-    write(model_dir / HELD_OUT_FILE, {"eval_loss": 5.4321})
+    write(model_dir / HELD_OUT_EVAL_FILE, {"eval_loss": 5.4321})
     text = render_model_card(model_dir, REPO_ID).card.text
     config = AutoConfig.from_pretrained(model_dir)
     parameters = ModernBertForMaskedLM.from_pretrained(model_dir).num_parameters()
@@ -180,8 +193,8 @@ def test_sections_report_the_runs_own_figures(model_dir):
         "| Global batch | 24 rows of 128 tokens, documents packed",
         f"| Mean tokens per step | {123457 / 5:,.0f} |",
         "| Held-out MLM loss at the end of training (15.0% masking) | 5.4321 |",
-        f"| pubmed | `ncbi/pubmed` | 75.0% | 301 | 90,001 | {pct(90001 / 120012)} |",
-        f"| notes | `json` | 25.0% | 77 | 30,011 | {pct(30011 / 120012)} |",
+        f"| pubmed | `my-org/pubmed` | 75.0% | 301 | {pct(301 / 378)} | 90,001 | {pct(90001 / 120012)} |",
+        f"| notes | `json` | 25.0% | 77 | {pct(77 / 378)} | 30,011 | {pct(30011 / 120012)} |",
         "| Masking-rate schedule | cosine, 30.0% → 15.0% of maskable tokens |",
         "| Medical-token weight | 2.5 ×",
         "| Medical lexicon | 8,765 terms",
@@ -212,27 +225,70 @@ def test_absent_results_are_reported_as_not_measured(model_dir):
     card = render_model_card(model_dir, REPO_ID).card
     assert card.data.eval_results is None and "model-index" not in card.content
     assert f"Masked-token prediction: not measured (no `{MLM_EVAL_FILE}`" in card.text
+    write(model_dir / HELD_OUT_EVAL_FILE, {"eval_loss": 5.4321})  # the run's loss but no top-k: still not measured
+    assert "Masked-token prediction: not measured" in render_model_card(model_dir, REPO_ID).card.text
     assert "Downstream tasks: not measured" in card.text
-    assert f"Not measured: no `{VOCABULARY_FILE}`" in card.text
+    assert f"Not measured: no `{VOCABULARY_REPORT_FILE}`" in card.text
     assert "| Held-out MLM loss at the end of training (15.0% masking) | not measured |" in card.text
 
 
 def test_evaluation_vocabulary_and_downstream_sections(model_dir):
     report, vocabulary, finetune = sample_mlm_eval(), sample_vocabulary_report(), sample_finetune_result()
     write(model_dir / MLM_EVAL_FILE, report)
-    write(model_dir / VOCABULARY_FILE, vocabulary)
+    write(model_dir / VOCABULARY_REPORT_FILE, vocabulary)
     write(model_dir / "finetune_results_bc5cdr.json", finetune)
     text = render_model_card(model_dir, REPO_ID).card.text
-    metrics = report["metrics"]
     assert "Masked-token prediction on **notes (held-out documents)**: 41 rows, 5,099 tokens" in text
-    assert "perplexity 87.65 over the 751 counted positions" in text
-    assert "| Counted positions | 751 | 333 | 418 |" in text
-    for k in report["top_k"]:
-        row = " | ".join(pct(metrics[f"{p}top_{k}"]) for p in ("", "medical_", "other_"))
-        assert f"| Top-{k} | {row} |" in text
+    assert f"measured by `recipes/evaluate_mlm.py` (`{MLM_EVAL_FILE}`)" in text
+    assert "**All labelled positions** (every labelled position); perplexity 87.65:" in text
+    assert "**[MASK] positions only** ([MASK] positions only); perplexity 123.46:" in text
+    assert_top_k_tables(text, report)
     assert "| heldout text | 1.456 | 1.321 |" in text
     assert "| drugs | 12.0% | 58.0% |" in text
+    assert ("Only words found in at least 20 distinct documents were mined (from pubmed); not mined, as not "
+            "redistributable: mimic_iv_notes.") in " ".join(text.split())
     assert "| bc5cdr | test | 4,797 | 3 | `outputs/x` | f1 | 0.8123 ± 0.0042 |" in text
+
+
+def assert_top_k_tables(text: str, report: dict) -> None:
+    """The card shows both tables (all labelled positions, then [MASK] only) with every figure of the report."""
+    metrics = report["metrics"]
+    tables = text.split("**[MASK] positions only**")
+    assert len(tables) == 2
+    for table, protocol in zip(tables, ("", "mask_only_")):
+        counts = " | ".join(f"{metrics[f'{protocol}{p}num_positions']:,}" for p in ("", "medical_", "other_"))
+        assert f"| Counted positions | {counts} |" in table
+        for k in report["top_k"]:
+            row = " | ".join(pct(metrics[f"{protocol}{p}top_{k}"]) for p in ("", "medical_", "other_"))
+            assert f"| Top-{k} | {row} |" in table
+
+
+def test_an_evaluation_file_without_mask_only_figures_shows_one_table(model_dir):
+    report = sample_mlm_eval()
+    report["metrics"] = {key: value for key, value in report["metrics"].items() if not key.startswith("mask_only_")}
+    write(model_dir / MLM_EVAL_FILE, report)
+    text = render_model_card(model_dir, REPO_ID).card.text
+    assert "**All labelled positions**" in text and "**[MASK] positions only**" not in text
+
+
+def test_without_an_evaluation_file_the_card_shows_the_runs_own_held_out_figures(model_dir):
+    report = sample_mlm_eval()
+    write(model_dir / RUN_FACTS_FILE, sample_run_facts(
+        masking={**sample_run_facts()["masking"], "eval_seed": 7},
+        held_out={"documents": 12, "rows": 5, "tokens": 601}))
+    write(model_dir / HELD_OUT_EVAL_FILE, {"eval_loss": 5.4321, "eval_runtime": 1.5, "epoch": 0.1,
+                                           **{f"eval_{key}": value for key, value in report["metrics"].items()}})
+    card = render_model_card(model_dir, REPO_ID).card
+    text = card.text
+    assert ("Masked-token prediction on **pubmed, notes (held-out documents)**: 12 documents in 5 rows, 601 tokens,\n"
+            "15.0% of tokens masked (seed 7),\nmeasured by the training run itself") in text
+    assert f"(`{HELD_OUT_EVAL_FILE}`; no `{MLM_EVAL_FILE}`" in text
+    assert_top_k_tables(text, report)
+    top_k = [report["metrics"][f"top_{k}"] for k in (1, 5, 10, 25)]
+    assert [r.metric_value for r in card.data.eval_results][:4] == top_k
+    assert "The evaluation above covers pubmed, notes (held-out documents) only" in text
+    write(model_dir / MLM_EVAL_FILE, report)  # a separate evaluation takes precedence
+    assert "measured by `recipes/evaluate_mlm.py`" in render_model_card(model_dir, REPO_ID).card.text
 
 
 def test_template_holds_no_typed_figures():
@@ -272,9 +328,9 @@ def test_run_shorter_than_its_logging_interval_renders_without_a_plot(model_dir)
     rendered = render_model_card(model_dir, REPO_ID)
     assert rendered.plot_png is None
     assert "Training curves: not measured (no loss was logged" in rendered.card.text
-    assert PLOT_FILE not in rendered.card.text
+    assert TRAINING_CURVES_FILE not in rendered.card.text
     plan = plan_model_upload(model_dir, REPO_ID)
-    assert PLOT_FILE not in plan.files and plan.readme == str(rendered.card)
+    assert TRAINING_CURVES_FILE not in plan.files and plan.readme == str(rendered.card)
 
 
 @pytest.mark.parametrize("absent", ["missing", "null"])
@@ -291,8 +347,8 @@ def test_measurements_the_run_lacks_read_not_measured(model_dir, absent):
         "| Tokens trained (non-padding, counted during training) | not measured |",
         "| Optimizer steps | not measured |",
         "| Mean tokens per step | not measured |",
-        "| pubmed | `ncbi/pubmed` | 75.0% | not measured | not measured | not measured |",
-        "| notes | `json` | 25.0% | not measured | not measured | not measured |",
+        "| pubmed | `my-org/pubmed` | 75.0% | not measured | not measured | not measured | not measured |",
+        "| notes | `json` | 25.0% | not measured | not measured | not measured | not measured |",
         "| Realised masking rate over the run | not measured |",
         "| Medical share of maskable tokens / of masked tokens | not measured / not measured |",
         "Training curves: not measured",
@@ -306,8 +362,8 @@ def test_zero_steps_and_an_unread_source(model_dir):
     write(model_dir / RUN_FACTS_FILE, facts)
     text = render_model_card(model_dir, REPO_ID).card.text
     assert "| Optimizer steps | 0 |" in text and "| Mean tokens per step | not measured |" in text
-    assert "| pubmed | `ncbi/pubmed` | 75.0% | 301 | 90,001 | 100.0% |" in text
-    assert "| notes | `json` | 25.0% | not measured | not measured | not measured |" in text
+    assert "| pubmed | `my-org/pubmed` | 75.0% | 301 | 100.0% | 90,001 | 100.0% |" in text
+    assert "| notes | `json` | 25.0% | not measured | not measured | not measured | not measured |" in text
     assert "| Realised masking rate over the run | not measured |" in text
 
 
@@ -335,6 +391,8 @@ def corrupt(report: dict, path: str, value) -> dict:
         ("metrics.perplexity", "low", "'perplexity' must be a number >= 1"),
         ("masking.mlm_probability", 15, r"'mlm_probability' must be a number in \(0, 1\)"),
         ("data.sources", {}, "data.sources must name the evaluated sources"),
+        ("metrics.mask_only_top_5", 0.01, r"metrics.mask_only_top_k accuracies must not decrease"),
+        ("metrics.mask_only_medical_top_1", None, r"metrics.mask_only_medical_top_1 must be a number"),
     ],
 )
 def test_malformed_evaluation_file_is_refused(model_dir, path, value, message):
@@ -349,8 +407,12 @@ def test_malformed_evaluation_file_is_refused(model_dir, path, value, message):
     [
         (MLM_EVAL_FILE, "{not json", "not valid JSON"),
         (MLM_EVAL_FILE, "[1, 2]", "expected a JSON object, got list"),
-        (VOCABULARY_FILE, {"tokens_added": -1, "fertility": {"a": {"after": 1.2}}}, "'tokens_added' must be"),
-        (VOCABULARY_FILE, {"tokens_added": 3, "fertility": {"a": {"before": 1.2}}}, r"fertility.a must hold"),
+        (VOCABULARY_REPORT_FILE, {"tokens_added": -1, "fertility": {"a": {"after": 1.2}}}, "'tokens_added' must be"),
+        (VOCABULARY_REPORT_FILE, {"tokens_added": 3, "fertility": {"a": {"before": 1.2}}}, r"fertility.a must hold"),
+        (VOCABULARY_REPORT_FILE, {**sample_vocabulary_report(), "mining": {"min_document_frequency": 0}},
+         "'min_document_frequency' must be a positive integer"),
+        (VOCABULARY_REPORT_FILE, {**sample_vocabulary_report(), "mining": {"sources_excluded": "mimic"}},
+         "'sources_excluded' must be a list of source names"),
         ("finetune_results_ner.json", {"task": "ner", "split": "test", "checkpoint": "x", "metrics": {"f1": 0.8}},
          "metrics.f1 must hold numbers 'mean' and 'std'"),
         (RUN_FACTS_FILE, {"steps": 3}, r"missing key\(s\) \['base_model'"),
@@ -401,7 +463,7 @@ def test_card_of_a_real_pretraining_run(tmp_path):
     """`recipes/pretrain.py` runs three steps; the card shows what its run_facts.json and eval_results.json hold."""
     out = pretrain_tiny(tmp_path, "--max_steps", "3", "--logging_steps", "1", "--max_eval_documents", "8")
     facts = json.loads((out / RUN_FACTS_FILE).read_text())
-    held_out = json.loads((out / HELD_OUT_FILE).read_text())["eval_loss"]
+    held_out = json.loads((out / HELD_OUT_EVAL_FILE).read_text())["eval_loss"]
     rendered = render_model_card(out, REPO_ID)
     text = rendered.card.text
     assert f"| Tokens trained (non-padding, counted during training) | {facts['tokens_trained']:,} |" in text
@@ -411,4 +473,11 @@ def test_card_of_a_real_pretraining_run(tmp_path):
     for name, counts in facts["sources"].items():
         assert f"| {name} | `{facts['source_paths'][name]}` |" in text and f"| {counts['tokens']:,} |" in text
     assert "trained from scratch" in text and rendered.card.data.base_model is None
+    # no mlm_eval_results.json: the run's own held-out top-k tables, with the data they were measured on
+    held_out_set, metrics = facts["held_out"], json.loads((out / HELD_OUT_EVAL_FILE).read_text())
+    assert held_out_set["rows"] > 0 and facts["masking"]["eval_seed"] == 42
+    assert (f"{held_out_set['documents']:,} documents in {held_out_set['rows']:,} rows, {held_out_set['tokens']:,} "
+            "tokens,\n15.0% of tokens masked (seed 42),\nmeasured by the training run itself") in text
+    report = {"top_k": [1, 5, 10, 25], "metrics": {key.removeprefix("eval_"): value for key, value in metrics.items()}}
+    assert_top_k_tables(text, report)
     assert rendered.plot_png.startswith(b"\x89PNG")

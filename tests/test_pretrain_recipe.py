@@ -2,8 +2,6 @@
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 
@@ -11,15 +9,16 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, pipeline
 
+from clinical_modernbert.logging_setup import REPLICA_LOG_LEVEL
 from clinical_modernbert.masking import MaskingSchedule
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, cpu_ddp_launcher
 
 FAST = ["--max_steps", "6", "--per_device_train_batch_size", "4", "--max_seq_length", "128",
         "--logging_steps", "2", "--max_eval_documents", "8", "--save_strategy", "no"]
 
 
-def run_recipe(*args, launcher=(sys.executable,), check=True):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+def run_recipe(*args, launcher=(sys.executable,), check=True, env=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     result = subprocess.run([*launcher, str(REPO_ROOT / "recipes" / "pretrain.py"), *args],
                             capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600)
     if check and result.returncode != 0:
@@ -49,6 +48,9 @@ def test_recipe_output_loads_with_auto_classes_and_pipeline(trained_dir):
     assert hidden.shape[-1] == encoder.config.hidden_size and logits.shape[-1] == mlm.config.vocab_size
     predictions = pipeline("fill-mask", model=str(trained_dir), top_k=3)("The patient takes [MASK] daily.")
     assert len(predictions) == 3 and all(0 <= p["score"] <= 1 for p in predictions)
+    # the saved tokenizer truncates at the model's positions (the embedded one says 1e30 and would not)
+    assert tokenizer.model_max_length == mlm.config.max_position_embeddings == 8192
+    assert len(tokenizer("aspirin " * 20_000, truncation=True)["input_ids"]) == 8192
 
 
 @pytest.mark.slow
@@ -90,20 +92,11 @@ def test_missing_data_file_is_named(tmp_path):
     assert result.returncode != 0 and "/nonexistent/notes.jsonl" in result.stderr
 
 
-def cpu_ddp_launcher() -> list[str]:
-    if shutil.which("accelerate") is None:
-        pytest.skip("accelerate CLI not on PATH")
-    with socket.socket() as probe:  # a free rendezvous port: the default 29500 may be held by another run
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return ["accelerate", "launch", "--config_file", str(REPO_ROOT / "recipes/accelerate_configs/cpu_ddp.yaml"),
-            "--main_process_port", str(port)]
-
-
 @pytest.mark.slow
 def test_two_process_cpu_ddp(tmp_path):
     out = tmp_path / "ddp"
-    result = run_recipe("--output_dir", str(out), *FAST, "--use_cpu", "true", launcher=cpu_ddp_launcher())
+    result = run_recipe("--output_dir", str(out), *FAST, "--use_cpu", "true", launcher=cpu_ddp_launcher(),
+                        env={REPLICA_LOG_LEVEL: "INFO"})  # the other process's INFO lines too
     facts = json.loads((out / "run_facts.json").read_text())
     assert facts["global_batch_size"] == 8  # 4 per process x 2 processes
     assert AutoModelForMaskedLM.from_pretrained(out).config.model_type == "modernbert"

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 
 import pytest
 
@@ -11,7 +12,9 @@ import clinical_modernbert.pretraining as pretraining
 from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
 from clinical_modernbert.configs import DataArguments, PretrainConfig
 from clinical_modernbert.lexicon import Lexicon
-from clinical_modernbert.pretraining import EVAL_SET_DIR, build_eval_set
+from clinical_modernbert.artifacts import EVAL_SET_DIR
+from clinical_modernbert.data.stream import is_held_out
+from clinical_modernbert.pretraining import build_eval_set
 
 
 @pytest.fixture
@@ -98,3 +101,25 @@ def test_tokenizer_calls_do_not_change_the_fingerprint(corpus):
     tokenizer(["a note"], truncation=True, max_length=4, padding="max_length")
     assert tokenizer.backend_tokenizer.truncation is not None
     assert pretraining.eval_set_fingerprint(data_args, tokenizer, None, 0) == before
+
+
+def test_a_long_held_out_document_is_cut_and_counted(tmp_path, corpus, embedded_tokenizer, caplog):
+    """One 5 MB note held out made 17,765 evaluation rows against max_eval_documents: 4; now it is cut to four rows'
+    worth of tokens, and the log counts documents and rows apart."""
+    body = "the patient received aspirin for chest pain and was discharged home in stable condition. " * 57_000
+    long_note = next(text for k in range(1000) if is_held_out(text := f"long note {k}: {body}", 0.2))
+    assert len(long_note) > 5_000_000
+    path = tmp_path / "with_long.jsonl"
+    path.write_text(json.dumps({"text": long_note}) + "\n" + open(corpus).read())
+    with caplog.at_level(logging.INFO, logger="clinical_modernbert.pretraining"):
+        rows = build(tmp_path, str(path), embedded_tokenizer, max_eval_documents=4)
+    tokens = sum(map(len, rows["input_ids"]))
+    assert len(rows) <= 4 + 3 and tokens <= 4 * 64 + 3 * 64  # 4 rows for the long note, at most one per short note
+    match = re.search(r"Data: 4 held-out documents in (\d+) evaluation rows of up to 64 tokens; 1 document\(s\) "
+                      r"longer than max_eval_tokens_per_document=248 cut to it \((\d+) tokens left out\)", caplog.text)
+    assert match and int(match[1]) == len(rows) and int(match[2]) > 500_000
+    # a limit of its own, and a changed limit rebuilds the set
+    assert sum(map(len, build(tmp_path, str(path), embedded_tokenizer, max_eval_documents=4,
+                              max_eval_tokens_per_document=20)["doc_lengths"])) == 4
+    with pytest.raises(ValueError, match="max_eval_tokens_per_document must be >= 1"):
+        DataArguments(max_eval_tokens_per_document=0)

@@ -1,6 +1,8 @@
-"""The Gradio Space demo in a real headless browser (Debian's chromium driven by Playwright): what the page shows
-must be what `pipeline("fill-mask")`, the lexicon and mean-pooled `AutoModel` embeddings give for the same model."""
+"""The Gradio Space demo: its functions called directly (bad input answered with a message, input capped), and the
+page in a real headless browser (Debian's chromium driven by Playwright): what it shows must be what
+`pipeline("fill-mask")`, the lexicon and mean-pooled `AutoModel` embeddings give for the same model."""
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -19,17 +21,77 @@ from test_model_card import write_model_dir
 CHROMIUM = Path("/usr/bin/chromium")
 SENTENCE = "The patient with atrial fibrillation was given [MASK] and metoprolol."
 
-if not CHROMIUM.is_file():
-    pytest.skip(f"no browser at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-pytest.importorskip("gradio", reason="gradio is not installed (pip install gradio)")
-
-pytestmark = pytest.mark.slow
+gr = pytest.importorskip("gradio", reason="gradio is not installed (pip install gradio)")
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     return write_model_dir(tmp_path_factory.mktemp("space_model"))
+
+
+@pytest.fixture(scope="module")
+def app():
+    spec = importlib.util.spec_from_file_location("space_app", REPO_ROOT / "space" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def demo(app, model_dir):
+    return app.Demo(str(model_dir))
+
+
+@pytest.mark.parametrize(
+    ("text", "top_k", "message"),
+    [
+        (None, 5, r"exactly one \[MASK\]"),
+        ("", 5, r"exactly one \[MASK\]"),
+        ("Given [MASK] and [MASK].", 5, r"exactly one \[MASK\]"),
+        (SENTENCE, 0, "Top-k must be a whole number from 1 to 25, got 0"),
+        (SENTENCE, 26, "from 1 to 25, got 26"),
+        (SENTENCE, None, "from 1 to 25, got None"),
+        (SENTENCE, 2.5, "from 1 to 25, got 2.5"),
+        (SENTENCE, float("nan"), "from 1 to 25, got nan"),
+        (SENTENCE + " x" * 1_000, 5, "The sentence is 2,069 characters; this demo reads at most 2,000"),
+        ("[MASK] " + "Metoprolol. " * 160, 5, r"The sentence is [\d,]+ tokens; this demo reads at most 512"),
+    ],
+    ids=["none", "empty", "two-masks", "k0", "k26", "k-none", "k-fraction", "k-nan", "characters", "tokens"],
+)
+def test_fill_mask_answers_bad_input_with_a_message(demo, text, top_k, message):
+    with pytest.raises(gr.Error, match=message):
+        demo.predict(text, top_k)
+
+
+@pytest.mark.parametrize(
+    ("text_a", "text_b", "message"),
+    [
+        (None, "Insulin.", "Enter two texts to compare"),
+        ("Insulin.", "   ", "Enter two texts to compare"),
+        ("Insulin.", "x" * 2_001, "Text B is 2,001 characters; this demo reads at most 2,000"),
+        ("Metoprolol. " * 160, "Insulin.", r"Text A is [\d,]+ tokens; this demo reads at most 512"),
+    ],
+    ids=["none", "blank", "characters", "tokens"],
+)
+def test_similarity_answers_bad_input_with_a_message(demo, text_a, text_b, message):
+    with pytest.raises(gr.Error, match=message):
+        demo.similarity(text_a, text_b)
+
+
+def test_good_input_at_the_caps_is_answered_and_the_page_states_them(app, demo):
+    table, terms = demo.predict(SENTENCE, 25.0)  # the slider sends floats
+    assert table.count("<tr><td>") == 25 and [t for t, label in terms if label] == ["atrial fibrillation", "metoprolol"]
+    longest = ("Metoprolol was given for atrial fibrillation. " * 50)[:2_000]  # 483 tokens
+    assert -1 <= demo.similarity(longest, SENTENCE) <= 1
+    page = " ".join(block.value for block in app.build_app(demo).blocks.values() if isinstance(block, gr.Markdown))
+    assert "at most 2,000 characters and 512 tokens" in page and "top-k from 1 to 25" in page
+
+
+@pytest.fixture(scope="module")
+def sync_api():
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no browser at {CHROMIUM} (apt-get install -y chromium)")
+    return pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +125,7 @@ def app_url(model_dir):
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def page(sync_api, app_url):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True,
@@ -76,6 +138,7 @@ def page(app_url):
         browser.close()
 
 
+@pytest.mark.slow
 def test_fill_mask_shows_the_pipelines_predictions_and_the_medical_terms(page, model_dir):
     page.locator("#sentence textarea").fill(SENTENCE)
     page.click("#predict")
@@ -90,12 +153,14 @@ def test_fill_mask_shows_the_pipelines_predictions_and_the_medical_terms(page, m
     assert len(spans) == 2  # "atrial fibrillation" and "metoprolol"
 
 
+@pytest.mark.slow
 def test_a_sentence_without_the_mask_token_is_refused(page):
     page.locator("#sentence textarea").fill("No mask in this sentence.")
     page.click("#predict")
     page.get_by_text("Write a sentence with exactly one [MASK].").first.wait_for()
 
 
+@pytest.mark.slow
 def test_similarity_is_the_cosine_of_mean_pooled_embeddings(page, model_dir):
     texts = ["Metoprolol for atrial fibrillation.", "Warfarin was started for atrial fibrillation."]
     page.locator("#text_a textarea").fill(texts[0])
@@ -116,6 +181,7 @@ def test_similarity_is_the_cosine_of_mean_pooled_embeddings(page, model_dir):
     assert shown == pytest.approx(float(torch.nn.functional.cosine_similarity(a, b, dim=0)), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_model_id_that_does_not_load_stops_the_app_with_its_name(tmp_path):
     missing = tmp_path / "no-model-here"
     env = {**os.environ, "MODEL_ID": str(missing), "GRADIO_ANALYTICS_ENABLED": "False"}

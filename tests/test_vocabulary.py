@@ -11,15 +11,16 @@ import torch
 import yaml
 from transformers import AutoTokenizer, ModernBertForMaskedLM, PreTrainedTokenizerFast
 
+from clinical_modernbert.artifacts import VOCABULARY_REPORT_FILE
+from clinical_modernbert.configs import DEFAULT_MIN_DOCUMENT_FREQUENCY, SourceConfig, VocabularyArguments
 from clinical_modernbert.assets import EMBEDDED_CORPUS
 from clinical_modernbert.configs import ModelArguments
 from clinical_modernbert.model_card import validate_vocabulary_report
 from clinical_modernbert.modeling import load_model
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.vocabulary import (
-    REPORT_FILE,
-    VocabularyArguments,
     count_word_forms,
+    drop_rare_words,
     extend_tokenizer,
     fertility_report,
     mine_candidates,
@@ -56,7 +57,8 @@ def modernbert_tokenizer():
 def extended(request, embedded_tokenizer, sample_texts):
     """(old tokenizer, extension) for the embedded tokenizer and the real ModernBERT one, 200 forms mined."""
     base = embedded_tokenizer if request.param == "embedded" else request.getfixturevalue("modernbert_tokenizer")
-    mined = mine_candidates(base, sample_texts[0], 200)
+    # the mechanics of extension (the embedded tokenizer already holds every word common in its own sample corpus)
+    mined = mine_candidates(base, sample_texts[0], 200, min_document_frequency=1)
     return base, extend_tokenizer(base, [c.form for c in mined.candidates])
 
 
@@ -95,10 +97,11 @@ def test_added_forms_are_single_tokens_and_old_ids_stay(extended, sample_texts):
 
 
 def test_real_tokenizer_on_held_out_pubmed(modernbert_tokenizer):
-    texts = read_jsonl(shared_path("data/corpus/pubmed_ohsumed.jsonl"), 400)
-    mined = mine_candidates(modernbert_tokenizer, texts[:200], 300)
+    texts = read_jsonl(shared_path("data/corpus/pubmed_ohsumed.jsonl"), 5200)
+    mined = mine_candidates(modernbert_tokenizer, texts[:5000], 300)  # 205 forms are in >= 20 of 5,000 abstracts
+    assert 100 < len(mined.candidates) < 300
     check_invariants(modernbert_tokenizer, extend_tokenizer(modernbert_tokenizer, [c.form for c in mined.candidates]),
-                     texts[200:])
+                     texts[5000:])
 
 
 def test_whole_word_semantics_on_real_tokenizer(modernbert_tokenizer):
@@ -127,14 +130,19 @@ def test_skipped_terms_are_counted_and_all_skipped_is_an_error(modernbert_tokeni
 
 def test_mining_ranks_by_frequency_times_pieces_saved(modernbert_tokenizer):
     texts = ["The omeprazole dose.", "Omeprazole and omeprazole; the dose of the esomeprazole."]
-    assert count_word_forms(modernbert_tokenizer, texts) == {
+    counts = count_word_forms(modernbert_tokenizer, texts)
+    assert counts.occurrences == {
         "The": 1, " omeprazole": 2, " dose": 2, "Omeprazole": 1, " and": 1, " the": 2, " of": 1, " esomeprazole": 1}
-    mined = mine_candidates(modernbert_tokenizer, texts, 10, terms=["esomeprazole", "tiotropium bromide"])
+    assert counts.documents == {
+        "The": 1, " omeprazole": 2, " dose": 2, "Omeprazole": 1, " and": 1, " the": 1, " of": 1, " esomeprazole": 1}
+    mined = mine_candidates(modernbert_tokenizer, texts, 10, terms=["esomeprazole", "tiotropium bromide"],
+                            min_document_frequency=1)
     # Ġes|ome|p|raz|ole (2 x 4 saved), Ġom|ep|raz|ole (2 x 3), Ġt|iot|rop|ium (1 x 3, lexicon), Om|ep|raz|ole
     assert [(c.form, c.frequency, c.pieces, c.score) for c in mined.candidates] == [
         (" esomeprazole", 2, 5, 8), (" omeprazole", 2, 4, 6), (" tiotropium", 1, 4, 3), ("Omeprazole", 1, 4, 3)]
     assert mined.distinct_words == 10 and mined.already_single == 6  # The, dose, and, the, of, bromide
-    assert mine_candidates(modernbert_tokenizer, texts, 2, terms=["esomeprazole"]).candidates == mined.candidates[:2]
+    top_2 = mine_candidates(modernbert_tokenizer, texts, 2, terms=["esomeprazole"], min_document_frequency=1)
+    assert top_2.candidates == mined.candidates[:2]
 
 
 def test_fertility_known_answers(modernbert_tokenizer):
@@ -239,7 +247,7 @@ def test_recipe_extend_round_trip_and_warm_start(hub_like_checkpoint, modernbert
     }))
     report = recipe.main(*parse_recipe_args([VocabularyArguments], ["--config", str(config)]))
     out = tmp_path / "out"
-    validate_vocabulary_report(json.loads((out / REPORT_FILE).read_text()), out / REPORT_FILE)
+    validate_vocabulary_report(json.loads((out / VOCABULARY_REPORT_FILE).read_text()), out / VOCABULARY_REPORT_FILE)
     assert report["tokens_added"] == 150 and report["vocab_size"] == {"before": 50368, "after": 50368 + 150}
     assert report["fertility"]["heldout_text"]["after"] < report["fertility"]["heldout_text"]["before"]
     assert report["fertility"]["drugs"]["after"] <= report["fertility"]["drugs"]["before"]
@@ -266,20 +274,101 @@ def test_recipe_scratch_mode(tmp_path, embedded_tokenizer):
     from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
 
     args = VocabularyArguments(
-        mode="scratch", tokenizer_name_or_path=str(EMBEDDED_TOKENIZER_DIR), vocab_size=1000, max_documents=300,
+        mode="scratch", tokenizer_name_or_path=str(EMBEDDED_TOKENIZER_DIR), vocab_size=800, max_documents=300,
         heldout_fraction=0.2, output_dir=str(tmp_path),
         sources=[{"name": "sample", "path": "json", "data_files": "embedded:sample_corpus.jsonl.gz"}],
     )
     report = recipe.main(args)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
-    assert report["mode"] == "scratch" and report["vocab_size"] == {"before": len(embedded_tokenizer), "after": 1000}
-    assert len(tokenizer) == 1000 and tokenizer.mask_token == "[MASK]" and not (tmp_path / "model.safetensors").exists()
+    assert report["mode"] == "scratch" and report["vocab_size"] == {"before": len(embedded_tokenizer), "after": 800}
+    assert len(tokenizer) == 800 and tokenizer.mask_token == "[MASK]" and not (tmp_path / "model.safetensors").exists()
     fertility = report["fertility"]["heldout_text"]
-    assert fertility["after"] > fertility["before"]  # 1,000 tokens split more than the 4,096 of the embedded one
+    assert fertility["after"] > fertility["before"]  # 800 tokens split more than the 4,096 of the embedded one
 
 
 def test_example_config_parses():
     config = REPO_ROOT / "recipes" / "configs" / "extend_tokenizer.yaml"
     (args,) = parse_recipe_args([VocabularyArguments], ["--config", str(config)])
-    assert args.mode == "extend" and args.num_new_tokens == 5000 and args.sources[0].path == "ncbi/pubmed"
+    assert args.mode == "extend" and args.num_new_tokens == 5000 and args.sources[0].path == "parquet"
+    assert args.min_document_frequency == DEFAULT_MIN_DOCUMENT_FREQUENCY >= 20
+    assert [s.name for s in args.mined_sources] == ["pubmed"]  # MIMIC notes listed, not mined
     assert args.lexicon_files and all(os.path.isfile(f) for f in args.lexicon_files)
+
+
+# Privacy: a word of few documents (a patient's name) never becomes a token; non-redistributable sources are not mined.
+SURNAME, COMMON, REPEATED = "Wojciechowski", "tiotropium", "Przybylski"
+
+
+def privacy_corpus() -> list[str]:
+    """60 distinct notes: a surname in 5 of them, a drug in 25, another surname 50 times in one."""
+    texts = [f"Visit {i}: the patient was seen today and the plan was reviewed." for i in range(60)]
+    for i in range(5):
+        texts[i] += f" Seen by Dr {SURNAME} today."
+    for i in range(10, 35):
+        texts[i] += f" Continue {COMMON} inhaler."
+    texts[40] += f" {REPEATED}" * 50
+    return texts
+
+
+def test_only_words_of_enough_distinct_documents_are_mined(modernbert_tokenizer):
+    texts = privacy_corpus()
+    mined = mine_candidates(modernbert_tokenizer, texts, 100)
+    forms = {c.form.strip() for c in mined.candidates}
+    assert COMMON in forms and SURNAME not in forms and REPEATED not in forms
+    assert mined.too_rare >= 2
+    # the floor is what keeps them out: at 5 documents the surname is mined, the single-note one still is not
+    mined = mine_candidates(modernbert_tokenizer, texts, 100, min_document_frequency=5)
+    forms = {c.form.strip() for c in mined.candidates}
+    assert SURNAME in forms and REPEATED not in forms
+    # identical documents count once: the same note copied 25 times is one document
+    copied = texts + [texts[0]] * 25
+    assert SURNAME not in {c.form.strip() for c in mine_candidates(modernbert_tokenizer, copied, 100).candidates}
+    # a lexicon term is a public word chosen by the user: mined whatever its document count
+    with_term = mine_candidates(modernbert_tokenizer, texts, 100, terms=[SURNAME])
+    assert SURNAME in {c.form.strip() for c in with_term.candidates}
+
+
+def test_scratch_training_text_loses_rare_words():
+    kept = drop_rare_words(privacy_corpus(), DEFAULT_MIN_DOCUMENT_FREQUENCY)
+    assert not any(SURNAME in t or REPEATED in t for t in kept)
+    assert sum(COMMON in t for t in kept) == 25 and all("the patient was seen" in t for t in kept)
+    assert "Visit 3:" not in kept[3]  # a number in one document (an MRN, a date) goes too
+
+
+def test_privacy_arguments_are_checked_when_parsed():
+    notes = {"name": "notes", "path": "json", "data_files": "x.jsonl", "redistributable": False}
+    with pytest.raises(ValueError, match=r"every source \(notes\) is marked redistributable: false.*"
+                                         "include_non_redistributable_sources: true"):
+        VocabularyArguments(mode="scratch", sources=[notes])
+    with pytest.raises(ValueError, match="min_document_frequency must be >= 1, got 0"):
+        VocabularyArguments(mode="scratch", sources=[{**notes, "redistributable": True}], min_document_frequency=0)
+    opted_in = VocabularyArguments(mode="scratch", sources=[notes], include_non_redistributable_sources=True)
+    assert [s.name for s in opted_in.mined_sources] == ["notes"]
+    assert SourceConfig(name="pubmed", path="json").redistributable
+
+
+def test_recipe_mines_no_non_redistributable_source_unless_opted_in(hub_like_checkpoint, tmp_path):
+    public, notes = tmp_path / "public.jsonl", tmp_path / "notes.jsonl"
+    public.write_text("".join(json.dumps({"text": t}) + "\n" for t in privacy_corpus()))
+    lexicon = tmp_path / "drugs.txt"  # fertility is measured on it (nothing is held out)
+    lexicon.write_text("omeprazole\n")
+    notes.write_text("".join(json.dumps({"text": f"Note {i}: {SURNAME} discharged home."}) + "\n" for i in range(40)))
+    sources = [{"name": "public", "path": "json", "data_files": str(public)},
+               {"name": "notes", "path": "json", "data_files": str(notes), "redistributable": False}]
+
+    def run(name, **extra):
+        args = VocabularyArguments(model_name_or_path=str(hub_like_checkpoint), sources=sources, num_new_tokens=50,
+                                   heldout_fraction=0.0, lexicon_files=[str(lexicon)], output_dir=str(tmp_path / name),
+                                   **extra)
+        report = recipe.main(args)
+        added = (tmp_path / name / "added_tokens.tsv").read_text()
+        saved = json.loads((tmp_path / name / VOCABULARY_REPORT_FILE).read_text())
+        validate_vocabulary_report(saved, name)
+        return report, added, saved
+
+    report, added, saved = run("default")
+    assert SURNAME not in added and COMMON in added
+    assert saved["mining"] == {**saved["mining"], "min_document_frequency": 20, "sources_mined": ["public"],
+                               "sources_excluded": ["notes"]}
+    report, added, saved = run("opted-in", include_non_redistributable_sources=True)
+    assert SURNAME in added and saved["mining"]["sources_excluded"] == []

@@ -1,8 +1,12 @@
 """Masked-token evaluation: top-k accuracy and perplexity, inside `Trainer` and for `recipes/evaluate_mlm.py`.
 
-Counted positions: every position with a label, i.e. every token the collator selected for masking, whether its input
-became `[MASK]` (80%), a random token (10%) or stayed unchanged (10%). Special tokens and padding are never selected.
-Top-k accuracy and perplexity (exp of the mean cross-entropy) are computed over exactly those positions.
+Two sets of counted positions, both always reported:
+- all labelled positions (the original card's and ModernBERT's protocol): every token the collator selected for
+  masking, whether its input became `[MASK]` (80%), a random token (10%) or stayed unchanged (10%);
+- `[MASK]` positions only (`mask_only_` figures): the answer is not in the input, so copying it earns nothing.
+Special tokens and padding are never selected. Top-k accuracy and perplexity (exp of the mean cross-entropy) are
+computed over exactly those positions. Masks are a function of (seed, document, position) only (see `masking`), so
+the figures do not depend on the batch size, the number of processes or how documents were packed into rows.
 
 Memory: `MLMTopKMetrics.preprocess_logits_for_metrics` turns each batch's logits into the top-k ids and the reference's
 negative log-likelihood per masked position; with `batch_eval_metrics=True` each batch is then handed to the `evaluate`
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import evaluate
@@ -23,58 +26,22 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import EvalPrediction, TrainingArguments
 
-from .configs import DataArguments
+from .artifacts import MLM_EVAL_FILE
+from .configs import DataArguments, EvaluationArguments
 from .data.stream import PackedStream, materialise
 from .lexicon import Lexicon
-from .masking import MedicalMaskingCollator, check_probability
+from .masking import MedicalMaskingCollator
 from .metrics import MLM_TOPK_ACCURACY
+from .metrics.mlm_topk_accuracy.mlm_topk_accuracy import COUNTED_POSITIONS, MASK_ONLY, MASK_ONLY_POSITIONS
 from .trainer import MLMTrainer
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-RESULTS_FILE = "mlm_eval_results.json"
-SPLITS = ("held_out", "all")
-COUNTED_POSITIONS = (
-    "every position with a label: each token selected for masking, whether replaced by [MASK], replaced by a random "
-    "token, or kept unchanged; special tokens and padding are never selected"
+PROTOCOLS = (  # (prefix of the figures, how tables name them)
+    ("", "all labelled ([MASK], random, kept)"),
+    (MASK_ONLY, "[MASK] only"),
 )
-
-
-@dataclass
-class EvaluationArguments:
-    """What `recipes/evaluate_mlm.py` measures and where it writes it (model: `ModelArguments`; text: `DataArguments`)."""
-
-    output_json: str | None = field(
-        default=None,
-        metadata={"help": f"Result file (default: {RESULTS_FILE} in the model directory, or here for a Hub id)."},
-    )
-    split: str = field(
-        default="held_out",
-        metadata={
-            "help": "held_out: the documents pretraining held out of `sources` (eval_fraction, max_eval_documents); "
-            "all: every document of `sources` (a separate evaluation set)."
-        },
-    )
-    mlm_probability: float = field(default=0.15, metadata={"help": "Fixed share of tokens masked (uniformly)."})
-    seed: int = field(default=42, metadata={"help": "Seed of the masking: same seed, same masked positions."})
-    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Rows per forward pass."})
-    top_k: list[int] | None = field(
-        default=None, metadata={"help": "The k of top-k accuracy (default: the metric's 1 5 10 25)."}
-    )
-    bf16: bool = field(default=False, metadata={"help": "Evaluate under bf16 autocast (GPU)."})
-    lexicon_files: list[str] = field(
-        default_factory=list, metadata={"help": "Term lists (one per line) for the medical/other breakdown."}
-    )
-    code_tables: list[str] = field(default_factory=list, metadata={"help": "Code tables (TSV/CSV, `code` column)."})
-    use_default_lexicon: bool = field(default=True, metadata={"help": "Include the embedded default lexicon."})
-
-    def __post_init__(self):
-        if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-        self.mlm_probability = check_probability("mlm_probability", self.mlm_probability)
-        if self.per_device_eval_batch_size < 1:
-            raise ValueError(f"per_device_eval_batch_size must be >= 1, got {self.per_device_eval_batch_size}")
 
 
 def top_k_ids(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -90,15 +57,17 @@ def top_k_ids(scores: torch.Tensor, k: int) -> torch.Tensor:
 class MLMTopKMetrics:
     """`compute_metrics` and `preprocess_logits_for_metrics` of a `Trainer`: top-k accuracy and perplexity.
 
-    Use with `batch_eval_metrics=True` (flat memory). Labels that come as `(labels, medical_mask)` (see
-    `MLMTrainer`) add the medical/other breakdown unless `medical_breakdown` is False.
+    Use with `batch_eval_metrics=True` (flat memory). Labels that come as `(labels, medical_mask[, mask_input])`
+    (see `MLMTrainer`) add the medical/other breakdown, unless `medical_breakdown` is False, and the `mask_only_`
+    figures.
     """
 
     def __init__(self, top_k: list[int] | None = None, medical_breakdown: bool = True):
         self.metric = evaluate.load(MLM_TOPK_ACCURACY, **({"top_k": top_k} if top_k else {}))
         self.top_k = self.metric.top_k
         self.medical_breakdown = medical_breakdown
-        self._nll_sum, self._count = 0.0, 0
+        self._nll = np.zeros(2)  # sums over all counted positions and over [MASK] positions
+        self._count = np.zeros(2, dtype=np.int64)
 
     def preprocess_logits_for_metrics(self, logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """Per masked position, the top-k ids and the reference's negative log-likelihood; never the logits.
@@ -129,22 +98,27 @@ class MLMTopKMetrics:
         """Add a batch (or the whole evaluation); at `compute_result`, return accuracies and perplexity."""
         top, nll = (_numpy(x) for x in eval_pred.predictions)
         label_ids = eval_pred.label_ids
-        labels, medical = label_ids if isinstance(label_ids, (tuple, list)) else (label_ids, None)
-        labels = _numpy(labels).reshape(-1)
+        parts = list(label_ids) if isinstance(label_ids, (tuple, list)) else [label_ids]
+        labels, medical, mask_input = (None if x is None else _numpy(x).reshape(-1) for x in (parts + [None] * 2)[:3])
         self.metric.add_batch(
             predictions=top.reshape(len(labels), -1),
             references=labels,
-            medical_flags=None if medical is None or not self.medical_breakdown else _numpy(medical).reshape(-1),
+            medical_flags=medical if self.medical_breakdown else None,
+            mask_flags=mask_input,
         )
         counted = labels != IGNORE_INDEX
-        self._nll_sum += float(nll.reshape(-1)[counted].sum(dtype=np.float64))
-        self._count += int(counted.sum())
+        nll = nll.reshape(-1)
+        selections = [counted] if mask_input is None else [counted, counted & (mask_input > 0)]
+        for i, selected in enumerate(selections):
+            self._nll[i] += float(nll[selected].sum(dtype=np.float64))
+            self._count[i] += int(selected.sum())
         if not compute_result:
             return None
         results = self.metric.compute()
-        if self._count:
-            results["perplexity"] = math.exp(self._nll_sum / self._count)
-        self._nll_sum, self._count = 0.0, 0
+        for (prefix, _), nll_sum, count in zip(PROTOCOLS, self._nll, self._count):
+            if count:
+                results[f"{prefix}perplexity"] = math.exp(nll_sum / count)
+        self._nll[:], self._count[:] = 0.0, 0
         return {key: value for key, value in results.items() if value is not None}
 
 
@@ -221,16 +195,24 @@ def evaluate_masked_lm(model, tokenizer, dataset: Dataset, collator, eval_args: 
 
 
 def format_table(results: dict, top_k: list[int]) -> str:
-    """The original model card's table (Top-1 / Top-5 / ... in %), one row per token group, then perplexity."""
-    header = "| masked tokens | positions | " + " | ".join(f"Top-{k}" for k in top_k) + " |"
-    lines = [header, "|" + "---|" * (2 + len(top_k))]
-    for group, prefix in (("all", ""), ("medical", "medical_"), ("other", "other_")):
-        if f"{prefix}num_positions" not in results:
-            continue
-        cells = [f"{100 * results[f'{prefix}top_{k}']:.2f}" if f"{prefix}top_{k}" in results else "n/a" for k in top_k]
-        lines.append(f"| {group} | {results[f'{prefix}num_positions']} | " + " | ".join(cells) + " |")
-    if "perplexity" in results:
-        lines.append(f"\nPerplexity (same positions): {results['perplexity']:.2f}")
+    """The original model card's table (Top-1 / Top-5 / ... in %), one row per counted-position set and token group.
+
+    Two sets: all labelled positions (the original card's protocol) and `[MASK]` positions only; then perplexity.
+    """
+    header = "| counted positions | tokens | positions | " + " | ".join(f"Top-{k}" for k in top_k) + " |"
+    lines = [header, "|" + "---|" * (3 + len(top_k))]
+    for protocol, label in PROTOCOLS:
+        for group, group_prefix in (("all", ""), ("medical", "medical_"), ("other", "other_")):
+            prefix = protocol + group_prefix
+            if f"{prefix}num_positions" not in results:
+                continue
+            cells = [f"{100 * results[f'{prefix}top_{k}']:.2f}" if f"{prefix}top_{k}" in results else "n/a"
+                     for k in top_k]
+            lines.append(f"| {label} | {group} | {results[f'{prefix}num_positions']} | " + " | ".join(cells) + " |")
+    perplexities = [f"{results[f'{p}perplexity']:.2f} ({label})" for p, label in PROTOCOLS
+                    if f"{p}perplexity" in results]
+    if perplexities:
+        lines.append("\nPerplexity: " + ", ".join(perplexities))
     return "\n".join(lines)
 
 
@@ -239,7 +221,7 @@ def results_path(model_name_or_path: str, output_json: str | None) -> Path:
     if output_json:
         return Path(output_json)
     model_dir = Path(model_name_or_path)
-    return (model_dir if model_dir.is_dir() else Path.cwd()) / RESULTS_FILE
+    return (model_dir if model_dir.is_dir() else Path.cwd()) / MLM_EVAL_FILE
 
 
 def evaluation_report(model_name_or_path: str, data_args: DataArguments, eval_args: EvaluationArguments,
@@ -263,6 +245,7 @@ def evaluation_report(model_name_or_path: str, data_args: DataArguments, eval_ar
             "mask_replace_prob": collator.mask_replace_prob,
             "random_replace_prob": collator.random_replace_prob,
             "counted_positions": COUNTED_POSITIONS,
+            "mask_only_positions": MASK_ONLY_POSITIONS,
         },
         "top_k": top_k,
         "metrics": results,

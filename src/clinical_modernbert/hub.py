@@ -14,10 +14,11 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, get_token
-from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from .configs import check_repo_id
+from .artifacts import TRAINING_CURVES_FILE
 from .assets import shipped_folder
-from .model_card import PLOT_FILE, render_model_card
+from .model_card import render_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -34,29 +35,6 @@ OTHER_WEIGHT_FORMATS = ("pytorch_model*.bin", "tf_model*.h5", "flax_model*.msgpa
 SPACE_FILES = ("app.py", "requirements.txt", "README.md")
 # The package modules the Space demo imports (medical-term highlighting), uploaded beside app.py.
 SPACE_PACKAGE_FILES = ("__init__.py", "lexicon.py", "assets/__init__.py", "assets/lexicon/*.txt")
-
-
-@dataclass
-class PushArguments:
-    """What `recipes/push_to_hub.py` publishes: a model directory, the Space demo, or both."""
-
-    model_dir: str | None = field(default=None, metadata={"help": "Trained model directory (recipes/pretrain.py)."})
-    repo_id: str | None = field(
-        default=None, metadata={"help": "Model repo `namespace/name`: uploaded to, and served by the Space."}
-    )
-    space_id: str | None = field(default=None, metadata={"help": "Also publish the Gradio demo to this Space."})
-    private: bool = field(default=False, metadata={"help": "Create the repo(s) private."})
-    revision: str | None = field(default=None, metadata={"help": "Branch of the model repo (created if needed)."})
-    dry_run: bool = field(default=False, metadata={"help": "Print the file list and the card; upload nothing."})
-    license: str = field(default="apache-2.0", metadata={"help": "License id in the card's metadata."})
-    language: str = field(default="en", metadata={"help": "Language code in the card's metadata."})
-
-    def __post_init__(self):
-        if not self.model_dir and not self.space_id:
-            raise ValueError("Nothing to publish: give --model_dir (with --repo_id) and/or --space_id.")
-        check_repo_id(self.repo_id)
-        if self.space_id:
-            check_repo_id(self.space_id, "space_id")
 
 
 @dataclass
@@ -87,17 +65,6 @@ class UploadPlan:
         return "\n".join(lines)
 
 
-def check_repo_id(repo_id: str | None, what: str = "repo_id") -> str:
-    """`repo_id` if it is a valid `namespace/name` Hub id, else a `ValueError` saying why."""
-    if not repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(f"{what} must be 'namespace/name' (e.g. my-org/clinical-modernbert), got {repo_id!r}")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise ValueError(f"{what} {repo_id!r} is not a valid Hub id: {err}") from None
-    return repo_id
-
-
 def resolve_token() -> str:
     """The Hub token from `HF_TOKEN` or the login cache; a clear error when there is none."""
     token = get_token()
@@ -109,16 +76,23 @@ def resolve_token() -> str:
 
 
 def select_model_files(model_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
-    """The allow-listed files of `model_dir` (top level only) and the names left behind.
+    """The allow-listed files of `model_dir` (top level only, regular files) and the names left behind.
 
-    Raises if the directory cannot make a usable Hub model: no config, no safetensors weights, or no tokenizer.
+    Raises on an allow-listed name that is a symbolic link, and if the directory cannot make a usable Hub model: no
+    config, no safetensors weights, or no tokenizer.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"Model directory not found: {model_dir}")
     chosen, kept_local = {}, []
     for path in sorted(model_dir.iterdir()):
-        if path.is_file() and any(fnmatch(path.name, pattern) for pattern in MODEL_FILES):
+        allowed = any(fnmatch(path.name, pattern) for pattern in MODEL_FILES)
+        if allowed and path.is_symlink():
+            raise ValueError(
+                f"{path} is a symbolic link (to {path.resolve()}): only regular files inside {model_dir} are "
+                "published, never what a link points to. Replace it with a copy if that file is meant to be public."
+            )
+        if allowed and path.is_file():
             chosen[path.name] = path
         else:
             kept_local.append(path.name + ("/" if path.is_dir() else ""))
@@ -158,7 +132,7 @@ def plan_model_upload(
     rendered = render_model_card(model_dir, repo_id, license=license, language=language)
     files = {**files, "README.md": str(rendered.card).encode("utf-8")}
     if rendered.plot_png:
-        files[PLOT_FILE] = rendered.plot_png
+        files[TRAINING_CURVES_FILE] = rendered.plot_png
     return UploadPlan(repo_id=repo_id, repo_type="model", files=files, kept_local=kept_local)
 
 

@@ -13,16 +13,11 @@ import torch
 import xxhash
 from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
+from .configs.checks import check_probability
+from .configs.pretraining import MASKING_SCHEDULES
 from .data.packing import document_tensors
 
-SCHEDULES = ("linear", "cosine", "constant")
-
-
-def check_probability(name: str, value: float) -> float:
-    """`value` as a float, or a ValueError naming `name` unless 0 < value < 1."""
-    if not 0 < value < 1:
-        raise ValueError(f"{name} must be in (0, 1), got {value}")
-    return float(value)
+MASK_INPUT = "mask_input"  # per position, 1 where the collator replaced a labelled token by the mask token
 
 
 @dataclass
@@ -43,8 +38,8 @@ class MaskingSchedule:
     def __post_init__(self):
         self.start = check_probability("mlm_probability_start", self.start)
         self.end = check_probability("mlm_probability_end", self.end)
-        if self.kind not in SCHEDULES:
-            raise ValueError(f"mlm_schedule must be one of {SCHEDULES}, got {self.kind!r}")
+        if self.kind not in MASKING_SCHEDULES:
+            raise ValueError(f"mlm_schedule must be one of {MASKING_SCHEDULES}, got {self.kind!r}")
         self.total_steps = max(int(self.total_steps), 1)
 
     def __call__(self, step: int) -> float:
@@ -62,12 +57,13 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
 
     Examples hold `input_ids`, optional `medical_mask` (0 other, 1 term start, 2 term continuation) and optional
     `doc_lengths` (packed documents). The batch holds `input_ids`, `labels` (-100 where not masked),
-    `attention_mask`, `medical_mask` (0/1 per position), for packed rows `position_ids` and `document_ids`, plus
-    counters (`mask_stats`: maskable, medical maskable, masked, medical masked tokens; `stream_stats`) that
-    `MLMTrainer` pops.
+    `attention_mask`, `medical_mask` (0/1 per position), `mask_input` (1 where a labelled token became the mask
+    token), for packed rows `position_ids` and `document_ids`, plus counters (`mask_stats`: maskable, medical
+    maskable, masked, medical masked tokens; `stream_stats`) that `MLMTrainer` pops.
 
     Masking samples units: a medical term with `whole_term_masking` (all its tokens or none), a word with
-    `whole_word_masking`, else a token. Special tokens and padding are never masked. Unit u of n_u tokens and weight
+    `whole_word_masking`, else a token. Special tokens, padding and de-identification placeholders (`___`) are never
+    masked. Unit u of n_u tokens and weight
     w_u (`medical_weight` if it starts with a medical token, else 1) is masked with probability q_u = min(1, c·w_u),
     c solved per sequence (water-filling) so that sum_u q_u·n_u = p·N, N the sequence's maskable tokens: the expected
     masked fraction is the rate p whatever the weights, which only choose *which* tokens are masked. Masked tokens
@@ -80,8 +76,10 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
     loader's look-ahead; with workers, batches collated ahead by the prefetch run up to `prefetch_factor *
     num_workers` batches early. Training batches carry `mask_step`, the optimizer step whose rate they were masked
     at. With a `seed`, training masks are a function of (seed, batch number) only, so a resumed run draws the masks
-    an uninterrupted one would; without a schedule (evaluation) the rate is `mlm_probability` and the masks are a
-    function of (seed, batch): the same batch is masked the same way at every evaluation.
+    an uninterrupted one would; without a schedule (evaluation) the rate is `mlm_probability` and the masks are drawn
+    per document from (seed, the document's ids, position): with uniform masking (`medical_weight` 1, as
+    `evaluation.build_eval_collator`) a document is masked the same way whatever the batch size, the number of
+    processes or the documents packed beside it.
     """
 
     schedule: MaskingSchedule | None = None
@@ -118,6 +116,7 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
         self._vocab_size = len(self.tokenizer)
         self._special = torch.zeros(self._vocab_size, dtype=torch.bool)
         self._special[self.tokenizer.all_special_ids] = True
+        self._special[placeholder_ids(self.tokenizer)] = True  # never masked either: they carry no signal
         if self.whole_word_masking:
             self._continues_word, self._ends_in_punctuation = _word_tables(self.tokenizer)
 
@@ -160,26 +159,46 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
             batch["stream_position"] = torch.tensor([r["stream_position"] for r in rows], dtype=torch.long)
         index = self._claim_batch()
         rate = self.mlm_probability if index is None else self.schedule(index // self.accumulation)
+        draws = self._document_draws(rows, batch_ids.shape) if index is None and self.seed is not None else None
         batch["input_ids"], batch["labels"], batch["mask_stats"] = self.mask_tokens(
-            batch_ids, medical, rate, generator=self._generator_for(batch_ids, index)
+            batch_ids, medical, rate, generator=self._generator_for(index), draws=draws
         )
         batch["medical_mask"] = (medical > 0).long()
+        batch[MASK_INPUT] = ((batch["input_ids"] == self.tokenizer.mask_token_id) & (batch["labels"] != -100)).long()
         if index is not None:
             batch["mask_step"] = torch.tensor(index // self.accumulation)
         return batch
 
-    def _generator_for(self, input_ids: torch.Tensor, index: int | None) -> torch.Generator | None:
-        """A generator seeded by (seed, batch number) in training, by (seed, batch content) in evaluation."""
-        if self.seed is None:
+    def _generator_for(self, index: int | None) -> torch.Generator | None:
+        """In training, a generator seeded by (seed, batch number); None in evaluation (see `_document_draws`)."""
+        if self.seed is None or index is None:
             return None
-        key = input_ids.numpy().tobytes() if index is None else index.to_bytes(8, "little")
-        return torch.Generator().manual_seed(xxhash.xxh64_intdigest(key, seed=self.seed))
+        return torch.Generator().manual_seed(xxhash.xxh64_intdigest(index.to_bytes(8, "little"), seed=self.seed))
+
+    def _document_draws(self, rows: list[Mapping], shape: torch.Size) -> torch.Tensor:
+        """Evaluation: 3 uniforms per position (masked?, how replaced, random id), a function of (seed, document,
+        position in it) only, so a document is masked alike whatever the batch, the process or its row neighbours.
+
+        A document is a row's span in `doc_lengths` (a packed document or a piece of a split one), else the row.
+        """
+        draws = torch.zeros(*shape, 3, dtype=torch.float64)
+        for r, row in enumerate(rows):
+            ids = np.asarray(row["input_ids"], dtype=np.int64)
+            start = 0
+            for length in row.get("doc_lengths") or [len(ids)]:
+                key = xxhash.xxh64_intdigest(ids[start : start + length].tobytes(), seed=self.seed)
+                generator = torch.Generator().manual_seed(key)
+                draws[r, start : start + length] = torch.rand(length, 3, generator=generator, dtype=torch.float64)
+                start += length
+        return draws
 
     def mask_tokens(
-        self, input_ids: torch.Tensor, medical: torch.Tensor, rate: float | None = None, generator=None
+        self, input_ids: torch.Tensor, medical: torch.Tensor, rate: float | None = None, generator=None, draws=None
     ):
         """Mask `input_ids` (B, L) at `rate` (default: the current rate), `medical` (B, L) its 0/1/2 flags.
 
+        The random numbers come from `generator`, or from `draws` (B, L, 3) uniforms per position: a unit is masked
+        when the first of its first token is below its probability; the second and third choose the replacement.
         Returns (inputs, labels, mask_stats).
         """
         if int(input_ids.min()) < 0 or int(input_ids.max()) >= self._vocab_size:
@@ -194,19 +213,24 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
         rate = self.current_probability if rate is None else rate
         target = rate * maskable.sum(1, dtype=torch.float64)
         q = unit_probabilities(unit_size, unit_weight, unit_row, target)
-        chosen = torch.rand(len(q), generator=generator, dtype=torch.float64) < q
+        if draws is None:
+            chosen = torch.rand(len(q), generator=generator, dtype=torch.float64) < q
+        else:
+            chosen = draws[..., 0][starts] < q
         chosen = torch.cat([chosen, chosen.new_zeros(1)])  # index -1: no unit
         masked = chosen[unit].reshape(input_ids.shape) & maskable
 
         labels = torch.where(masked, input_ids, -100)
         inputs = input_ids.clone()
         where = masked.nonzero(as_tuple=True)
-        draw = torch.rand(len(where[0]), generator=generator)
+        draw = torch.rand(len(where[0]), generator=generator) if draws is None else draws[..., 1][where].float()
         replaced = draw < self.mask_replace_prob
         randomized = ~replaced & (draw < self.mask_replace_prob + self.random_replace_prob)
         inputs[where[0][replaced], where[1][replaced]] = self.tokenizer.mask_token_id
-        inputs[where[0][randomized], where[1][randomized]] = torch.randint(
-            self._vocab_size, (int(randomized.sum()),), generator=generator
+        n_random = int(randomized.sum())
+        inputs[where[0][randomized], where[1][randomized]] = (
+            torch.randint(self._vocab_size, (n_random,), generator=generator) if draws is None
+            else (draws[..., 2][where][randomized] * self._vocab_size).long()
         )
         stats = torch.stack([maskable.sum(), is_medical.sum(), masked.sum(), (masked & is_medical).sum()]).long()
         return inputs, labels, stats
@@ -253,6 +277,12 @@ def _concatenated(sequences: list, total: int) -> torch.Tensor:
 def _previous(values: torch.Tensor, first: bool) -> torch.Tensor:
     """`values` shifted right by one position along the sequence; `first` fills position 0."""
     return torch.cat([torch.full_like(values[:, :1], first), values[:, :-1]], dim=1)
+
+
+def placeholder_ids(tokenizer) -> list[int]:
+    """Ids of the tokens whose text is only underscores (`_`, `___`, ` ___`): MIMIC's de-identification placeholders."""
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], clean_up_tokenization_spaces=False)
+    return [i for i, text in enumerate(texts) if set(text.strip()) == {"_"}]
 
 
 def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:

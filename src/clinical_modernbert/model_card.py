@@ -1,10 +1,11 @@
 """The model card of a trained run: Hub metadata, sections filled from the run's own files, a training-curve plot.
 
 Every number in the card is read from files in the model directory: `config.json`, the weights' header,
-`run_facts.json` (written by `recipes/pretrain.py`), and, when present, the held-out loss (`eval_results.json`),
-the MLM evaluation (`recipes/evaluate_mlm.py`), the vocabulary report (`recipes/extend_tokenizer.py`, looked for in the
-model directory, then in the local directory the run started from) and downstream results (`recipes/finetune.py`).
-A section whose file is absent, and any figure the run did not measure, says "not measured".
+`run_facts.json` (written by `recipes/pretrain.py`), and, when present, the run's own evaluation of its held-out rows
+(`eval_results.json`: loss, and top-k tables unless a separate evaluation exists), the MLM evaluation
+(`recipes/evaluate_mlm.py`), the vocabulary report (`recipes/extend_tokenizer.py`, looked for in the model directory,
+then in the local directory the run started from) and downstream results (`recipes/finetune.py`). A section whose file
+is absent, and any figure the run did not measure, says "not measured".
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,17 +25,20 @@ from matplotlib.figure import Figure
 from safetensors import safe_open
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
+from .artifacts import (
+    FINETUNE_RESULTS_FILE,
+    HELD_OUT_EVAL_FILE,
+    MLM_EVAL_FILE,
+    RUN_FACTS_FILE,
+    TRAINING_CURVES_FILE,
+    VOCABULARY_REPORT_FILE,
+)
 from .assets import shipped_folder
-from .evaluation import RESULTS_FILE as MLM_EVAL_FILE
-from .finetuning.configs import RESULTS_FILE as FINETUNE_FILE
-from .pretraining import RUN_FACTS_FILE
-from .vocabulary import REPORT_FILE as VOCABULARY_FILE
+from .metrics.mlm_topk_accuracy.mlm_topk_accuracy import COUNTED_POSITIONS, MASK_ONLY, MASK_ONLY_POSITIONS
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE_FILE = "template.md"  # in the repository's model_card/ folder
-PLOT_FILE = "training_curves.png"
-HELD_OUT_FILE = "eval_results.json"
 TAGS = ["modernbert", "fill-mask", "masked-language-modeling", "biomedical", "clinical"]
 
 # What the run was set up to do: every run of recipes/pretrain.py writes these, so a file without them is refused.
@@ -59,7 +64,8 @@ class RunRecord:
     parameters: int
     facts: dict
     held_out_loss: float | None
-    mlm_eval: dict | None
+    mlm_eval: dict | None  # recipes/evaluate_mlm.py's results, else the run's own top-k evaluation in the same form
+    mlm_eval_file: str | None  # the file those results came from
     vocabulary: dict | None
     finetune: list[dict]
 
@@ -85,19 +91,23 @@ def read_run(model_dir: str | Path) -> RunRecord:
         )
     facts = _read_json(facts_path)
     validate_run_facts(facts, facts_path)
-    held_out = _read_json(model_dir / HELD_OUT_FILE) if (model_dir / HELD_OUT_FILE).is_file() else None
-    mlm_eval = vocabulary = None
+    held_out = _read_json(model_dir / HELD_OUT_EVAL_FILE) if (model_dir / HELD_OUT_EVAL_FILE).is_file() else None
+    mlm_eval = mlm_eval_file = vocabulary = None
     if (model_dir / MLM_EVAL_FILE).is_file():
-        mlm_eval = _read_json(model_dir / MLM_EVAL_FILE)
-        validate_mlm_eval(mlm_eval, model_dir / MLM_EVAL_FILE)
+        mlm_eval, mlm_eval_file = _read_json(model_dir / MLM_EVAL_FILE), MLM_EVAL_FILE
+    elif held_out is not None:
+        mlm_eval = held_out_report(facts, held_out)
+        mlm_eval_file = HELD_OUT_EVAL_FILE if mlm_eval else None
+    if mlm_eval:
+        validate_mlm_eval(mlm_eval, model_dir / mlm_eval_file)
     base_dir = Path(facts["base_model"]) if facts["base_model"] else None
     for directory in (model_dir, base_dir):
-        if directory is not None and (directory / VOCABULARY_FILE).is_file():
-            vocabulary = _read_json(directory / VOCABULARY_FILE)
-            validate_vocabulary_report(vocabulary, directory / VOCABULARY_FILE)
+        if directory is not None and (directory / VOCABULARY_REPORT_FILE).is_file():
+            vocabulary = _read_json(directory / VOCABULARY_REPORT_FILE)
+            validate_vocabulary_report(vocabulary, directory / VOCABULARY_REPORT_FILE)
             break
     finetune = []
-    for path in sorted(model_dir.glob(FINETUNE_FILE.format(task="*"))):
+    for path in sorted(model_dir.glob(FINETUNE_RESULTS_FILE.format(task="*"))):
         result = _read_json(path)
         validate_finetune_result(result, path)
         finetune.append(result)
@@ -109,9 +119,36 @@ def read_run(model_dir: str | Path) -> RunRecord:
         facts=facts,
         held_out_loss=held_out.get("eval_loss") if held_out else None,
         mlm_eval=mlm_eval,
+        mlm_eval_file=mlm_eval_file,
         vocabulary=vocabulary,
         finetune=finetune,
     )
+
+
+def held_out_report(facts: dict, held_out: dict) -> dict | None:
+    """The run's own evaluation (the Trainer's `eval_results.json`: `eval_top_1`, ...) in the form of the results
+    file of `recipes/evaluate_mlm.py`, on the held-out rows of the run's sources; None if it holds no top-k figures."""
+    metrics = {key.removeprefix("eval_"): value for key, value in held_out.items() if key.startswith("eval_")}
+    top_k = sorted(int(match[1]) for key in metrics if (match := re.fullmatch(r"top_(\d+)", key)))
+    if not top_k:
+        return None
+    held_out_set = facts.get("held_out") or {}
+    return {
+        "data": {
+            "split": "held_out",
+            "sources": {name: {"path": path} for name, path in facts["source_paths"].items()},
+            "max_seq_length": facts["max_seq_length"],
+            **{key: held_out_set.get(key) for key in ("documents", "rows", "tokens")},
+        },
+        "masking": {
+            "mlm_probability": facts["masking"]["eval_mlm_probability"],
+            "seed": facts["masking"].get("eval_seed"),
+            "counted_positions": COUNTED_POSITIONS,
+            "mask_only_positions": MASK_ONLY_POSITIONS,
+        },
+        "top_k": top_k,
+        "metrics": metrics,
+    }
 
 
 def count_parameters(model_dir: Path) -> int:
@@ -137,7 +174,7 @@ def render_model_card(
     """The model card (README.md) of `model_dir` for the Hub repo `repo_id`, and its training-curve plot (PNG)."""
     run = read_run(model_dir)
     plot = plot_training_curves(run.facts.get("log_history") or [])
-    context = card_context(run, repo_id, plot_file=PLOT_FILE if plot else None)
+    context = card_context(run, repo_id, plot_file=TRAINING_CURVES_FILE if plot else None)
     card = ModelCard.from_template(card_data(run, repo_id, license, language), template_str=card_template(), **context)
     logger.info("Card: rendered for %s from %s", repo_id, run.model_dir)
     return RenderedCard(card=card, plot_png=plot)
@@ -236,7 +273,7 @@ def card_context(run: RunRecord, repo_id: str, plot_file: str | None) -> dict:
             "medical_share_maskable": _ratio(counts.get("medical_maskable"), counts.get("maskable")),
             "medical_share_masked": _ratio(counts.get("medical_masked"), counts.get("masked")),
         },
-        "evaluation": _evaluation_context(run.mlm_eval) if run.mlm_eval else None,
+        "evaluation": _evaluation_context(run.mlm_eval, run.mlm_eval_file) if run.mlm_eval else None,
         "vocabulary": run.vocabulary,
         "finetune": [
             {**{key: r[key] for key in ("task", "split", "checkpoint", "metrics")},
@@ -244,33 +281,48 @@ def card_context(run: RunRecord, repo_id: str, plot_file: str | None) -> dict:
             for r in run.finetune
         ],
         "plot_file": plot_file,
-        "files": {"mlm_eval": MLM_EVAL_FILE, "vocabulary": VOCABULARY_FILE, "finetune": FINETUNE_FILE.format(task="*")},
+        "files": {"mlm_eval": MLM_EVAL_FILE, "held_out_eval": HELD_OUT_EVAL_FILE, "vocabulary": VOCABULARY_REPORT_FILE,
+                  "finetune": FINETUNE_RESULTS_FILE.format(task="*")},
     }
 
 
-def _evaluation_context(report: dict) -> dict:
+def _evaluation_context(report: dict, file: str) -> dict:
     metrics = report["metrics"]
     groups = [("All tokens", "")] + [
         (f"{group.capitalize()} tokens", f"{group}_")
         for group in ("medical", "other")
         if f"{group}_num_positions" in metrics
     ]
+    protocols = [
+        ("All labelled positions", "", report["masking"].get("counted_positions")),
+        ("[MASK] positions only", MASK_ONLY, report["masking"].get("mask_only_positions") or MASK_ONLY_POSITIONS),
+    ]
     return {
         "dataset": evaluation_name(report),
+        "file": file,
+        "run_own": file == HELD_OUT_EVAL_FILE,
+        "documents": report["data"].get("documents"),
         "rows": report["data"].get("rows"),
         "tokens": report["data"].get("tokens"),
         "mlm_probability": report["masking"]["mlm_probability"],
         "seed": report["masking"].get("seed"),
-        "counted_positions": report["masking"].get("counted_positions"),
-        "perplexity": metrics["perplexity"],
         "top_k": report["top_k"],
-        "groups": [
+        "protocols": [
             {
                 "name": name,
-                "positions": metrics[f"{prefix}num_positions"],
-                "top": {k: metrics.get(f"{prefix}top_{k}") for k in report["top_k"]},
+                "counted_positions": counted,
+                "perplexity": metrics.get(f"{protocol}perplexity"),
+                "groups": [
+                    {
+                        "name": group_name,
+                        "positions": metrics[f"{protocol}{prefix}num_positions"],
+                        "top": {k: metrics.get(f"{protocol}{prefix}top_{k}") for k in report["top_k"]},
+                    }
+                    for group_name, prefix in groups
+                ],
             }
-            for name, prefix in groups
+            for name, protocol, counted in protocols
+            if f"{protocol}num_positions" in metrics  # files written before the [MASK]-only figures lack them
         ],
     }
 
@@ -363,7 +415,11 @@ def validate_mlm_eval(data, path) -> None:
         _check(problems, metrics, "num_positions", lambda v: _is_count(v) and v > 0, "a positive integer")
         _check(problems, metrics, "perplexity", lambda v: _is_number(v) and v >= 1, "a number >= 1")
         _top_k_problems(problems, metrics, "", data["top_k"])
-        for group in ("medical", "other"):
+        if f"{MASK_ONLY}num_positions" in metrics:
+            _check(problems, metrics, f"{MASK_ONLY}num_positions", _is_count, "a non-negative integer")
+            if metrics[f"{MASK_ONLY}num_positions"]:
+                _top_k_problems(problems, metrics, MASK_ONLY, data["top_k"])
+        for group in ("medical", "other", f"{MASK_ONLY}medical", f"{MASK_ONLY}other"):
             count = metrics.get(f"{group}_num_positions")
             if count is None:
                 continue
@@ -387,6 +443,15 @@ def validate_vocabulary_report(data, path) -> None:
                 if not (isinstance(pair, dict) and _is_number(pair.get("after"))
                         and ("before" not in pair or _is_number(pair["before"]))):
                     problems.append(f"{section}.{name} must hold a number 'after' (and 'before'), got {pair!r}")
+        mining = data.get("mining", {})
+        if not isinstance(mining, dict):
+            problems.append(f"'mining' must be an object, got {mining!r}")
+        else:
+            _check(problems, mining, "min_document_frequency", lambda v: _is_count(v) and v >= 1,
+                   "a positive integer", required=False)
+            for key in ("sources_mined", "sources_excluded"):
+                _check(problems, mining, key, lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+                       "a list of source names", required=False)
     _raise_if(problems, path)
 
 

@@ -44,6 +44,8 @@ def load_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -
 
     If the tokenizer has more tokens than the embedding matrix, the matrix is resized (padded to a multiple of 64)
     and the added rows are initialised as the mean of the existing ones; those are the only new weights allowed.
+    The tokenizer's `model_max_length` becomes the model's `max_position_embeddings` (saved with it, so that
+    `truncation=True` cuts where the model must; a tokenizer trained here would otherwise say 1e30).
     """
     attn = resolve_attn_implementation(model_args.attn_implementation)
     if model_args.model_name_or_path:
@@ -68,7 +70,8 @@ def load_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -
         old = model.config.vocab_size
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=EMBEDDING_PAD_MULTIPLE, mean_resizing=True)
         logger.info("Model: embedding matrix resized %d -> %d rows for the tokenizer", old, model.config.vocab_size)
-    logger.info("Model: attention implementation %s", attn)
+    tokenizer.model_max_length = model.config.max_position_embeddings
+    logger.info("Model: attention implementation %s, up to %d positions", attn, tokenizer.model_max_length)
     return model
 
 

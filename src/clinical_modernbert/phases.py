@@ -17,15 +17,13 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import SchedulerType
 
+from .artifacts import PHASE_DIR, RUN_FACTS_FILE, save_json
 from .checkpoints import run_is_finished
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig, TrainingPhase
-from .pretraining import RUN_FACTS_FILE
-from .trainer import save_json
 
 logger = logging.getLogger(__name__)
 
 SINGLE_PHASE_NAME = "main"
-PHASE_DIR = "phase-{name}"
 
 
 @dataclass(frozen=True)

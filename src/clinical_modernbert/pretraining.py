@@ -13,19 +13,16 @@ import torch
 import xxhash
 from datasets import Dataset
 
-from .checkpoints import RUN_FACTS_FILE  # noqa: F401 (where the model card looks it up)
+from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, VOCABULARY_REPORT_FILE
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from .data.sources import local_files
 from .data.stream import PackedStream, materialise
 from .evaluation import build_eval_collator
 from .lexicon import Lexicon
 from .masking import MaskingSchedule, MedicalMaskingCollator, check_probability
-from .vocabulary import REPORT_FILE as VOCABULARY_REPORT_FILE
 
 logger = logging.getLogger(__name__)
 
-EVAL_SET_DIR = "eval_set"
-FINGERPRINT_FILE = "fingerprint.txt"
 
 
 def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: PretrainConfig):
@@ -58,25 +55,29 @@ def build_eval_set(data_args: DataArguments, tokenizer, lexicon: Lexicon | None,
     path = Path(args.output_dir) / EVAL_SET_DIR
     fingerprint = eval_set_fingerprint(data_args, tokenizer, lexicon, args.seed)
     with args.main_process_first(local=args.save_on_each_node, desc="building the evaluation set"):
-        saved = path / FINGERPRINT_FILE
+        saved = path / EVAL_SET_FINGERPRINT_FILE
         reuse = saved.is_file() and saved.read_text() == fingerprint
         if reuse and not (args.should_save and args.overwrite_output_dir):
             eval_dataset = Dataset.load_from_disk(str(path))
             logger.info("Data: %d evaluation rows loaded from %s", len(eval_dataset), path)
             return eval_dataset
-        eval_dataset = materialise(PackedStream(data_args, tokenizer, lexicon, split="eval", seed=args.seed))
+        stream = PackedStream(data_args, tokenizer, lexicon, split="eval", seed=args.seed)
+        eval_dataset = materialise(stream)
         if eval_dataset is None:
             raise ValueError(
                 f"No document was held out for evaluation (eval_fraction={data_args.eval_fraction}); "
                 "raise eval_fraction or set max_eval_documents: 0."
             )
-        n_docs = sum(map(len, eval_dataset["doc_lengths"]))
-        logger.info("Data: %d held-out documents in %d evaluation rows", n_docs, len(eval_dataset))
+        counts = stream.eval_counts
+        logger.info("Data: %d held-out documents in %d evaluation rows of up to %d tokens; %d document(s) longer than "
+                    "max_eval_tokens_per_document=%d cut to it (%d tokens left out)", counts["documents"],
+                    len(eval_dataset), data_args.max_seq_length, counts["cut"], data_args.eval_tokens_per_document,
+                    counts["tokens_cut"])
         if args.should_save:
             staging = path.with_name(path.name + ".tmp")
             shutil.rmtree(staging, ignore_errors=True)
             eval_dataset.save_to_disk(str(staging))
-            (staging / FINGERPRINT_FILE).write_text(fingerprint)  # written last: a partial save never matches
+            (staging / EVAL_SET_FINGERPRINT_FILE).write_text(fingerprint)  # written last: a partial save never matches
             shutil.rmtree(path, ignore_errors=True)
             staging.rename(path)
             logger.info("Data: evaluation rows saved to %s", path)
@@ -149,14 +150,27 @@ def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, mas
             "mlm_probability_start": masking_args.mlm_probability_start,
             "mlm_probability_end": masking_args.mlm_probability_end,
             "eval_mlm_probability": masking_args.eval_mlm_probability,
+            "eval_seed": args.seed,
             "medical_weight": masking_args.medical_weight,
             "whole_term_masking": masking_args.whole_term_masking,
             "lexicon_terms": len(lexicon),
         },
         **corpus,
+        "held_out": held_out_facts(trainer.eval_dataset),
         "phases": [{"name": phase, "steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
                     "global_batch_size": args.global_batch_size, "tokens_trained": corpus["tokens_trained"]}],
         "log_history": trainer.state.log_history,
+    }
+
+
+def held_out_facts(eval_dataset: Dataset | None) -> dict | None:
+    """The size of the held-out evaluation rows (None when the run held none out), for the model card."""
+    if eval_dataset is None:
+        return None
+    return {
+        "documents": sum(map(len, eval_dataset["doc_lengths"])),
+        "rows": len(eval_dataset),
+        "tokens": sum(map(len, eval_dataset["input_ids"])),
     }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from .attention import packed_attention_inputs
 from .checkpoints import mark_complete, rotate_checkpoints, unmark
 from .data.stream import STAT_FIELDS, PackedStream
+from .masking import MASK_INPUT
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,8 @@ class MLMTrainer(Trainer):
     """A `Trainer` that understands the batches of `MedicalMaskingCollator` over a `PackedStream`.
 
     - pops `document_ids` and turns it into per-layer-type document masks (or flash varlen kwargs);
-    - evaluates with `eval_data_collator` (fixed masking rate and seed), handing `(labels, medical_mask)` to the
-      metrics (see `evaluation.MLMTopKMetrics`);
+    - evaluates with `eval_data_collator` (fixed masking rate and seed), handing `(labels, medical_mask,
+      mask_input)` to the metrics (see `evaluation.MLMTopKMetrics`);
     - totals the per-source stream counters and masking counters, logs the masking shares;
     - saves the stream position with each checkpoint, marks checkpoints complete, and restores it on resume.
     """
@@ -80,7 +80,8 @@ class MLMTrainer(Trainer):
         position = inputs.pop("stream_position", None)
         document_ids = inputs.pop("document_ids", None)
         mask_step = inputs.pop("mask_step", None)
-        inputs.pop(MEDICAL_MASK, None)  # evaluation hands it to the metrics in prediction_step
+        inputs.pop(MEDICAL_MASK, None)  # evaluation hands these two to the metrics in prediction_step
+        inputs.pop(MASK_INPUT, None)
         if self.model.training:
             if not self._micro_batches_since_log:
                 self._window_start_step = self.state.global_step
@@ -103,12 +104,12 @@ class MLMTrainer(Trainer):
         return inputs
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        # the medical flags travel as a second label tensor, so they are padded and gathered across processes alike
-        medical = inputs.pop(MEDICAL_MASK, None)
+        # the medical and mask flags travel as more label tensors, so they are padded and gathered like the labels
+        flags = [inputs.pop(MEDICAL_MASK, None), inputs.pop(MASK_INPUT, None)]
         loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
-        if medical is None or labels is None:
+        if flags[0] is None or labels is None:
             return loss, logits, labels
-        return loss, logits, (labels, medical.to(labels.device))
+        return loss, logits, (labels, *(f.to(labels.device) for f in flags if f is not None))
 
     def _check_mask_step(self, mask_step: int) -> None:
         """Every micro-batch must be masked at the rate of the optimizer step it trains in (exact without workers)."""
@@ -222,9 +223,3 @@ class MLMTrainer(Trainer):
                     self.args.max_steps)
         return TrainOutput(state.global_step, 0.0, {})
 
-
-def save_json(data: dict, path: str | os.PathLike) -> None:
-    """Write a JSON file whole or not at all (used for the run's facts read by the model card)."""
-    staging = Path(f"{path}.tmp")
-    staging.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(staging, path)

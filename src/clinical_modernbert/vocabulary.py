@@ -34,66 +34,18 @@ import torch
 from tokenizers import Tokenizer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .configs import DataArguments, SourceConfig, resolve_embedded
+from .artifacts import ADDED_TOKENS_FILE, VOCABULARY_REPORT_FILE
+from .configs import DEFAULT_MIN_DOCUMENT_FREQUENCY, SourceConfig, VocabularyArguments
 from .data.sources import format_text, load_source
 from .data.stream import is_held_out
 from .modeling import EMBEDDING_PAD_MULTIPLE
 
 logger = logging.getLogger(__name__)
 
-REPORT_FILE = "vocabulary_report.json"
-ADDED_TOKENS_FILE = "added_tokens.tsv"
-MODES = ("extend", "scratch")
 # A word in its running-text form: letters, optionally after one space (what ` ?\p{L}+` of the pre-tokenizer keeps).
 WORD_FORM = re.compile(r" ?[^\W\d_]+")
 SINGLE_WORD_TERM = re.compile(r"[^\W\d_]+")
-
-
-@dataclass
-class VocabularyArguments:
-    """Arguments of `recipes/extend_tokenizer.py`."""
-
-    mode: str = field(default="extend", metadata={"help": f"One of {MODES}: add tokens to a base, or train anew."})
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "extend: the ModernBERT checkpoint whose embeddings are grown."}
-    )
-    tokenizer_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Base tokenizer (default: the checkpoint's); in scratch mode the baseline of the report."},
-    )
-    sources: list[dict] = field(
-        default_factory=list,
-        metadata={"help": "Domain corpus, as `sources` of recipes/pretrain.py (name, path, data_files, text_field)."},
-    )
-    lexicon_files: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Term lists (one per line, `embedded:lexicon/drugs.txt` allowed): candidates; fertility "
-                  "is measured on each."},
-    )
-    num_new_tokens: int = field(default=1000, metadata={"help": "extend: number of word forms to add."})
-    vocab_size: int = field(default=32768, metadata={"help": "scratch: vocabulary size of the new tokenizer."})
-    min_frequency: int = field(default=2, metadata={"help": "scratch: least frequency of a BPE merge."})
-    heldout_fraction: float = field(
-        default=0.05, metadata={"help": "Share of documents (by text hash) kept out of mining, for the report."}
-    )
-    max_documents: int = field(default=100_000, metadata={"help": "Documents read per source at most."})
-    output_dir: str = field(default="outputs/modernbert-domain-vocab", metadata={"help": "Where the result is saved."})
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.mode == "extend" and not self.model_name_or_path:
-            raise ValueError("mode=extend needs model_name_or_path: the checkpoint whose embeddings are grown.")
-        if self.num_new_tokens <= 0:
-            raise ValueError(f"num_new_tokens must be > 0, got {self.num_new_tokens}")
-        if not 0 <= self.heldout_fraction < 1:
-            raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
-        if self.max_documents <= 0:
-            raise ValueError(f"max_documents must be > 0, got {self.max_documents}")
-        if not self.sources and (self.mode == "scratch" or not self.lexicon_files):
-            raise ValueError("No corpus: give `sources` (and, in extend mode, optionally `lexicon_files`).")
-        self.sources = DataArguments(sources=self.sources).sources
-        self.lexicon_files = [resolve_embedded(f) for f in self.lexicon_files]
+RUN_OF_WORD_CHARACTERS = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -111,10 +63,19 @@ class Candidate:
 
 
 @dataclass
+class WordCounts:
+    """Occurrences of each word form, and the number of distinct documents it occurs in."""
+
+    occurrences: Counter[str]
+    documents: Counter[str]
+
+
+@dataclass
 class MiningResult:
     candidates: list[Candidate]
     distinct_words: int
     already_single: int
+    too_rare: int  # forms seen in fewer than min_document_frequency distinct documents (never candidates)
 
 
 @dataclass
@@ -143,33 +104,62 @@ def read_corpus(sources: Sequence[SourceConfig], heldout_fraction: float, max_do
     return mining, heldout
 
 
-def count_word_forms(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str]) -> Counter[str]:
-    """Occurrences of each word form, cut as the tokenizer's own normalizer and pre-tokenizer cut `texts`."""
+def count_word_forms(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str]) -> WordCounts:
+    """Word forms cut as the tokenizer's own normalizer and pre-tokenizer cut `texts`: their occurrences and the
+    number of distinct documents holding each (identical texts count once)."""
     backend = tokenizer.backend_tokenizer
-    counts: Counter[str] = Counter()
+    occurrences: Counter[str] = Counter()
+    documents: Counter[str] = Counter()
+    seen: set[int] = set()
     for text in texts:
         if backend.normalizer is not None:
             text = backend.normalizer.normalize_str(text)
-        counts.update(text[start:end] for _, (start, end) in backend.pre_tokenizer.pre_tokenize_str(text))
-    return Counter({form: n for form, n in counts.items() if WORD_FORM.fullmatch(form)})
+        forms = [f for _, (a, b) in backend.pre_tokenizer.pre_tokenize_str(text) if WORD_FORM.fullmatch(f := text[a:b])]
+        occurrences.update(forms)
+        if hash(text) not in seen:
+            seen.add(hash(text))
+            documents.update(set(forms))
+    return WordCounts(occurrences, documents)
 
 
 def mine_candidates(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], top_n: int, terms: Sequence[str] = ()
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    top_n: int,
+    terms: Sequence[str] = (),
+    min_document_frequency: int = DEFAULT_MIN_DOCUMENT_FREQUENCY,
 ) -> MiningResult:
-    """The `top_n` word forms by frequency x pieces saved; each lexicon term counts as one running-text occurrence."""
+    """The `top_n` word forms by frequency x pieces saved, among the forms of `texts` found in at least
+    `min_document_frequency` distinct documents (a rarer word may be a patient's name) and the lexicon `terms` (public
+    lists chosen by the user: each counts as one running-text occurrence, whatever its document count)."""
     if top_n <= 0:
         raise ValueError(f"The number of new tokens must be > 0, got {top_n}")
-    counts = count_word_forms(tokenizer, texts) + count_word_forms(tokenizer, [" " + t.strip() for t in terms])
+    corpus = count_word_forms(tokenizer, texts)
+    lexicon = count_word_forms(tokenizer, [" " + t.strip() for t in terms]).occurrences
+    counts = corpus.occurrences + lexicon
     if not counts:
         raise ValueError("The corpus is empty: it holds no words to mine (check the sources and lexicon files).")
-    forms = sorted(counts)
-    pieces = [len(ids) for ids in tokenizer(forms, add_special_tokens=False)["input_ids"]]
+    too_rare = {f for f, n in corpus.documents.items() if n < min_document_frequency and f not in lexicon}
+    forms = sorted(set(counts) - too_rare)
+    pieces = [len(ids) for ids in tokenizer(forms, add_special_tokens=False)["input_ids"]] if forms else []
     candidates = [Candidate(f, counts[f], p) for f, p in zip(forms, pieces) if p > 1]
     if not candidates:
-        raise ValueError(f"All {len(forms)} words of the corpus are already single tokens: nothing to add.")
+        raise ValueError(
+            f"No word to add: of {len(counts)} word forms, {len(too_rare)} occur in fewer than min_document_frequency="
+            f"{min_document_frequency} distinct documents and the other {len(forms)} are already single tokens. "
+            "Mine more documents (max_documents, sources) or give lexicon_files."
+        )
     candidates.sort(key=lambda c: (-c.score, -c.frequency, c.form))
-    return MiningResult(candidates[:top_n], distinct_words=len(forms), already_single=len(forms) - len(candidates))
+    return MiningResult(candidates[:top_n], distinct_words=len(counts), already_single=len(forms) - len(candidates),
+                        too_rare=len(too_rare))
+
+
+def drop_rare_words(texts: Sequence[str], min_document_frequency: int) -> list[str]:
+    """`texts` without the words (runs of letters or digits) found in fewer than `min_document_frequency` distinct
+    documents, so a tokenizer trained on them cannot learn a patient's name or number as a token."""
+    documents = Counter(w for text in set(texts) for w in set(RUN_OF_WORD_CHARACTERS.findall(text)))
+    return [RUN_OF_WORD_CHARACTERS.sub(lambda m: m[0] if documents[m[0]] >= min_document_frequency else "", text)
+            for text in texts]
 
 
 def extend_tokenizer(tokenizer: PreTrainedTokenizerBase, terms: Iterable[str]) -> VocabularyExtension:

@@ -49,6 +49,14 @@ def load_source(source: SourceConfig) -> IterableDataset:
         raise ValueError(f"Source {source.name!r} yields no documents") from None
     except DatasetNotFoundError as e:
         raise ValueError(f"Source {source.name!r}: {e}") from e
+    except RuntimeError as e:
+        if "Dataset scripts are no longer supported" not in str(e):
+            raise
+        raise ValueError(
+            f"Source {source.name!r}: the Hub repository {source.path!r} holds only a loading script, which `datasets` "
+            f"no longer runs ({e}). Prepare the corpus into Parquet once and point `path: parquet` + `data_files` (or "
+            "the pushed Hub id) at it; for PubMed that is recipes/prepare_pubmed.py."
+        ) from e
     columns = set(stream.features) if stream.features is not None else set(first)
     needed = _template_fields(source.template) if source.template else [source.text_field]
     missing = [c for c in needed if c not in columns]

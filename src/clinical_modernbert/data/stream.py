@@ -94,6 +94,8 @@ class PackedStream(torch.utils.data.IterableDataset):
         self._snapshots: OrderedDict[int, dict] = OrderedDict()
         self._resume: dict | None = None
         self._warned: set[int] = set()
+        # The evaluation split: documents taken, those cut to `eval_tokens_per_document`, and the tokens cut off.
+        self.eval_counts = {"documents": 0, "cut": 0, "tokens_cut": 0}
 
     @property
     def n_sources(self) -> int:
@@ -239,7 +241,19 @@ class PackedStream(torch.utils.data.IterableDataset):
         if self.lexicon is None:
             flags = [[0] * len(ids) for ids in all_ids]
         for (_, source), ids, doc_flags in zip(block, all_ids, flags):
+            if self.split == "eval":
+                ids, doc_flags = self._cut_eval_document(ids, doc_flags)
             yield from chunk_document(ids, doc_flags, source, self.data_args.max_seq_length)
+
+    def _cut_eval_document(self, ids: list[int], flags: list[int]) -> tuple[list[int], list[int]]:
+        """A held-out document cut to `eval_tokens_per_document` (one 5 MB note would otherwise be thousands of
+        rows), counted."""
+        limit = self.data_args.eval_tokens_per_document
+        self.eval_counts["documents"] += 1
+        if len(ids) > limit:
+            self.eval_counts["cut"] += 1
+            self.eval_counts["tokens_cut"] += len(ids) - limit
+        return ids[:limit], flags[:limit]
 
     def _remember(self, block_index: int, start: dict, packer: BestFitPacker) -> None:
         self._snapshots[block_index] = {**start, "packer": packer.state()}

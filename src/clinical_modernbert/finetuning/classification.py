@@ -11,7 +11,7 @@ import numpy as np
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .configs import check_stride
+from ..configs.finetuning import check_stride
 from .metrics import classification_scores
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from datasets import Dataset
 from tokenizers import pre_tokenizers
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
-from .configs import check_stride
+from ..configs.finetuning import check_stride
 from .metrics import entity_scores
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,9 @@ from transformers import (
 )
 
 from .classification import ClassificationTask
-from .configs import RESULTS_FILE, SPLITS, FinetuneArguments, FinetuneTrainingArguments
+from ..artifacts import FINETUNE_RESULTS_FILE
+from ..configs import FinetuneArguments, FinetuneTrainingArguments
+from ..configs.finetuning import FINETUNE_SPLITS
 from .metrics import aggregate
 from .ner import NerTask
 
@@ -26,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 def build_task(args: FinetuneArguments) -> NerTask | ClassificationTask:
     """Read and validate the three splits of the task (labels come from the training split)."""
-    files = {split: args.split_file(split) for split in SPLITS}
+    files = {split: args.split_file(split) for split in FINETUNE_SPLITS}
     limits = {"train": args.max_train_examples, "validation": args.max_eval_examples, "test": args.max_eval_examples}
     logger.info("Data: %s (%s) from %s", args.task_name, args.task_type, ", ".join(map(str, files.values())))
     if args.task_type == "ner":
@@ -135,4 +137,4 @@ def finetune(args: FinetuneArguments, training_args: FinetuneTrainingArguments) 
 
 def results_path(args: FinetuneArguments, training_args: FinetuneTrainingArguments) -> Path:
     """`args.results_file`, else `<output_dir>/finetune_results_<task>.json`."""
-    return Path(args.results_file or Path(training_args.output_dir) / RESULTS_FILE.format(task=args.task_name))
+    return Path(args.results_file or Path(training_args.output_dir) / FINETUNE_RESULTS_FILE.format(task=args.task_name))

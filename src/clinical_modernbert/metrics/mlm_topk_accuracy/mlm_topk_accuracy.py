@@ -9,11 +9,19 @@ import numpy as np
 IGNORE_INDEX = -100
 DEFAULT_TOP_K = (1, 5, 10, 25)
 GROUPS = ("medical", "other")
+MASK_ONLY = "mask_only_"  # prefix of the figures over positions whose input was the mask token
+# the two sets of counted positions, as the results files and the model card describe them
+COUNTED_POSITIONS = (
+    "every position with a label: each token selected for masking, whether replaced by [MASK], replaced by a random "
+    "token, or kept unchanged; special tokens and padding are never selected"
+)
+MASK_ONLY_POSITIONS = "the labelled positions whose input was [MASK] only: the answer is not in the input"
 
 _DESCRIPTION = """
 Top-k accuracy of masked-language-model predictions: the share of counted positions whose reference token is among
 the k best-scored tokens, for each k of `top_k` (default 1, 5, 10, 25), overall and, when per-position medical flags
-are given, for medical and other tokens separately.
+are given, for medical and other tokens separately, and, when per-position mask flags are given, all of it again over
+the positions whose input was the mask token only (`mask_only_` figures: the answer is not in the input).
 
 Counted positions: every position whose reference is not -100. With the labels of a masked-language-model collator
 that is every position selected for masking, whether its input was replaced by the mask token, by a random token, or
@@ -23,9 +31,9 @@ Ties: tokens are ranked by descending score, equal scores by ascending token id 
 reference tied with the k-th score is a hit if and only if it comes first in that order. Top-k id lists given as
 predictions are taken as already ranked.
 
-Memory: `add_batch` reduces each counted position to the rank of its reference (clipped to max(top_k) + 1) and its
-medical flag, and writes only those (5 bytes per position) to evaluate's Arrow cache file on disk, so RAM does not grow
-with the number of batches; `compute` reads the two columns back as numpy arrays (5 bytes per position).
+Memory: `add_batch` reduces each counted position to the rank of its reference (clipped to max(top_k) + 1), its
+medical flag and its mask flag, and writes only those (6 bytes per position) to evaluate's Arrow cache file on disk, so
+RAM does not grow with the number of batches; `compute` reads the columns back as numpy arrays (6 bytes per position).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -36,6 +44,8 @@ Args:
     references: the reference token id of each position; -100 marks a position that is not counted.
     medical_flags (optional): per position, > 0 for a token of a medical term, 0 for any other token. Give it for
         every batch or for none.
+    mask_flags (optional): per position, > 0 where the input was the mask token, 0 where it was a random or the
+        unchanged token. Give it for every batch or for none.
 Init args (`evaluate.load(path, top_k=[...])`):
     top_k: the k values, positive integers (default [1, 5, 10, 25]).
 Returns:
@@ -43,6 +53,8 @@ Returns:
     num_positions: the number of counted positions.
     medical_top_{k}, medical_num_positions, other_top_{k}, other_num_positions: the same for medical and other tokens,
         only when medical_flags were given.
+    mask_only_top_{k}, mask_only_num_positions (and mask_only_medical_..., mask_only_other_...): the same over the
+        positions whose input was the mask token, only when mask_flags were given.
     An accuracy over zero positions is None (not 0): a batch with no counted position is valid input, its result is
     `{"top_1": None, ..., "num_positions": 0}`. Empty input (no position at all) raises a ValueError.
 Examples:
@@ -69,34 +81,41 @@ class MlmTopkAccuracy(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             # what the cache stores per counted position (see the description), not the raw inputs
             features=datasets.Features(
-                {"reference_rank": datasets.Value("int32"), "medical_flag": datasets.Value("int8")}
+                {"reference_rank": datasets.Value("int32"), "medical_flag": datasets.Value("int8"),
+                 "mask_flag": datasets.Value("int8")}
             ),
             format="numpy",
         )
 
-    def add_batch(self, *, predictions=None, references=None, medical_flags=None):
+    def add_batch(self, *, predictions=None, references=None, medical_flags=None, mask_flags=None):
         """Add a batch of positions (see Args below)."""
-        ranks, flags = self._reduce(predictions, references, medical_flags)
-        super().add_batch(reference_rank=ranks.tolist(), medical_flag=flags.tolist())
+        ranks, counted = self._reduce(predictions, references)
+        super().add_batch(
+            reference_rank=ranks.tolist(),
+            medical_flag=_flags("medical_flags", medical_flags, counted).tolist(),
+            mask_flag=_flags("mask_flags", mask_flags, counted).tolist(),
+        )
 
-    def add(self, *, prediction=None, reference=None, medical_flag=None):
+    def add(self, *, prediction=None, reference=None, medical_flag=None, mask_flag=None):
         """Add one position (see Args below)."""
         self.add_batch(
             predictions=[prediction],
             references=[reference],
             medical_flags=None if medical_flag is None else [medical_flag],
+            mask_flags=None if mask_flag is None else [mask_flag],
         )
 
-    def compute(self, *, predictions=None, references=None, medical_flags=None, **kwargs):
+    def compute(self, *, predictions=None, references=None, medical_flags=None, mask_flags=None, **kwargs):
         """Accuracies over every position added so far, plus these if given (see Args below)."""
         if predictions is not None or references is not None:
-            self.add_batch(predictions=predictions, references=references, medical_flags=medical_flags)
+            self.add_batch(predictions=predictions, references=references, medical_flags=medical_flags,
+                           mask_flags=mask_flags)
         if self.writer is None:
             raise ValueError("Empty input: no positions were added (pass predictions and references).")
         return super().compute(**kwargs)
 
-    def _reduce(self, predictions, references, medical_flags):
-        """Rank of each counted reference (1 = best, max(top_k) + 1 = missed) and its medical flag (-1 = unknown)."""
+    def _reduce(self, predictions, references):
+        """Rank of each counted reference (1 = best, max(top_k) + 1 = missed), and which references are counted."""
         if predictions is None or references is None:
             raise ValueError("Both predictions and references are required.")
         refs = np.asarray(references)
@@ -131,22 +150,23 @@ class MlmTopkAccuracy(evaluate.Metric):
             ranks = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, k_max + 1)
         else:
             raise ValueError(f"predictions must be token ids (integers) or logits (floats), got dtype {preds.dtype}.")
-        ranks = np.minimum(ranks, k_max + 1).astype(np.int32)
-        if medical_flags is None:
-            return ranks, np.full(ranks.shape, -1, dtype=np.int8)
-        flags = np.asarray(medical_flags)
-        if flags.shape != refs.shape:
-            raise ValueError(f"medical_flags must have one value per reference: {flags.shape} vs {refs.shape}.")
-        return ranks, (flags[counted] > 0).astype(np.int8)
+        return np.minimum(ranks, k_max + 1).astype(np.int32), counted
 
-    def _compute(self, reference_rank, medical_flag):
-        results = self._accuracies(reference_rank)
-        known = medical_flag >= 0
-        if known.any() and not known.all():
-            raise ValueError("medical_flags were given for some batches only; give them for every batch or none.")
-        if known.any():
+    def _compute(self, reference_rank, medical_flag, mask_flag):
+        by_group = _given("medical_flags", medical_flag)
+        results = self._breakdown(reference_rank, medical_flag, by_group)
+        if _given("mask_flags", mask_flag):
+            only = mask_flag == 1
+            results.update({f"{MASK_ONLY}{key}": value for key, value in
+                            self._breakdown(reference_rank[only], medical_flag[only], by_group).items()})
+        return results
+
+    def _breakdown(self, ranks, medical_flag, by_group: bool) -> dict:
+        """Accuracies over `ranks`, and over its medical and other positions if `by_group`."""
+        results = self._accuracies(ranks)
+        if by_group:
             for group, selected in zip(GROUPS, (medical_flag == 1, medical_flag == 0)):
-                results.update({f"{group}_{k}": v for k, v in self._accuracies(reference_rank[selected]).items()})
+                results.update({f"{group}_{k}": v for k, v in self._accuracies(ranks[selected]).items()})
         return results
 
     def _accuracies(self, ranks) -> dict:
@@ -154,6 +174,24 @@ class MlmTopkAccuracy(evaluate.Metric):
         results = {f"top_{k}": float((ranks <= k).sum() / n) if n else None for k in self.top_k}
         results["num_positions"] = n
         return results
+
+
+def _flags(name: str, flags, counted: np.ndarray) -> np.ndarray:
+    """The 0/1 flag of each counted position, or -1 (unknown) for each when `flags` is None."""
+    if flags is None:
+        return np.full(int(counted.sum()), -1, dtype=np.int8)
+    flags = np.asarray(flags)
+    if flags.shape != counted.shape:
+        raise ValueError(f"{name} must have one value per reference: {flags.shape} vs {counted.shape}.")
+    return (flags[counted] > 0).astype(np.int8)
+
+
+def _given(name: str, flags: np.ndarray) -> bool:
+    """Whether `flags` were given (for every batch: for some only is an error)."""
+    known = flags >= 0
+    if known.any() and not known.all():
+        raise ValueError(f"{name} were given for some batches only; give them for every batch or none.")
+    return bool(known.any())
 
 
 def _rank_in_scores(scores: np.ndarray, refs: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Arguments of the fine-tuning recipe: the task and checkpoint here, the optimisation in `TrainingArguments`."""
+"""Arguments of `recipes/finetune.py`: the task and checkpoint here, the optimisation in `TrainingArguments`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from .checks import check_no_hub_token
+
 TASK_TYPES = ("ner", "classification")
-SPLITS = ("train", "validation", "test")
+FINETUNE_SPLITS = ("train", "validation", "test")
 # File names looked up in data_dir, per split and task type (first existing one wins).
 SPLIT_FILE_STEMS = {"train": ("train",), "validation": ("dev", "devel", "validation", "valid"), "test": ("test",)}
 TASK_FILE_SUFFIXES = {"ner": (".tsv", ".iob", ".txt"), "classification": (".jsonl",)}
-RESULTS_FILE = "finetune_results_{task}.json"  # the model card reads finetune_results*.json
 
 
 @dataclass
@@ -118,3 +119,7 @@ class FinetuneTrainingArguments(TrainingArguments):
     warmup_steps: float = field(default=0.1, metadata={"help": "Warmup steps, or a share of all steps if < 1."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training (default: none)."})
+
+    def __post_init__(self):
+        check_no_hub_token(self.hub_token)
+        super().__post_init__()

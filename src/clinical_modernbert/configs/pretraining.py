@@ -1,15 +1,18 @@
-"""Argument dataclasses of the recipes, parsed by `trl.TrlParser` from YAML with CLI overrides."""
+"""Arguments of `recipes/pretrain.py`: the model, the data sources, training phases, masking and training."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from transformers import TrainingArguments
 
-from .assets import ASSETS_DIR
+from ..assets import ASSETS_DIR
+from .checks import check_no_hub_token, check_probability
 
 EMBEDDED_PREFIX = "embedded:"
 ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
+MASKING_SCHEDULES = ("linear", "cosine", "constant")
 
 
 @dataclass
@@ -49,9 +52,11 @@ class ModelArguments:
 class SourceConfig:
     """One corpus of the mixture: a Hub dataset or local files, read with `datasets` in streaming mode.
 
-    `path` is a Hub id (e.g. `ncbi/pubmed`) or a `datasets` builder (`json`, `parquet`, `csv`, `text`) used with
+    `path` is a Hub id (e.g. `my-org/pubmed`) or a `datasets` builder (`json`, `parquet`, `csv`, `text`) used with
     `data_files` (local paths or globs, compressed files allowed). Text comes from `text_field`, or from `template`,
-    a Python format string over the row's columns (e.g. `"ICD-9 code {code}: {description}"`).
+    a Python format string over the row's columns (e.g. `"ICD-9 code {code}: {description}"`). `redistributable:
+    false` marks text whose terms forbid sharing it (MIMIC notes): it is trained on, but never mined into a vocabulary
+    that is published with the model (unless `include_non_redistributable_sources` is given to the vocabulary recipe).
     """
 
     name: str
@@ -63,6 +68,7 @@ class SourceConfig:
     template: str | None = None
     weight: float = 1.0
     delimiter: str | None = None
+    redistributable: bool = True
 
     def __post_init__(self):
         if not self.weight > 0:
@@ -96,6 +102,12 @@ class DataArguments:
         default=0.01, metadata={"help": "Share of documents held out for evaluation, chosen by hash of the text."}
     )
     max_eval_documents: int = field(default=256, metadata={"help": "Number of held-out documents evaluated."})
+    max_eval_tokens_per_document: int | None = field(
+        default=None,
+        metadata={"help": "A held-out document longer than this many tokens is cut to it in the evaluation set "
+                  "(counted and logged), so max_eval_documents bounds its rows and tokens too. Default: four rows' "
+                  "worth, 4 x (max_seq_length - 2)."},
+    )
     shuffle_buffer_size: int = field(
         default=0, metadata={"help": "Stream shuffle buffer per source (0 = keep file order)."}
     )
@@ -107,6 +119,14 @@ class DataArguments:
         check_seq_length("max_seq_length", self.max_seq_length)
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.max_eval_tokens_per_document is not None and self.max_eval_tokens_per_document < 1:
+            raise ValueError(f"max_eval_tokens_per_document must be >= 1 (or unset), got "
+                             f"{self.max_eval_tokens_per_document}")
+
+    @property
+    def eval_tokens_per_document(self) -> int:
+        """The most tokens of one held-out document the evaluation set keeps."""
+        return self.max_eval_tokens_per_document or 4 * (self.max_seq_length - 2)
 
 
 def check_seq_length(name: str, value: int) -> None:
@@ -126,8 +146,22 @@ def _from_dict(cls, spec: dict, kind: str):
 
 
 @dataclass
-class MaskingArguments:
-    """Medical-token-weighted dynamic masking (see `clinical_modernbert.masking`)."""
+class LexiconArguments:
+    """The medical lexicon (see `clinical_modernbert.lexicon`): the embedded term lists plus the user's files."""
+
+    lexicon_files: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Extra term lists (one term per line) added to the embedded default lexicon."},
+    )
+    code_tables: list[str] = field(
+        default_factory=list, metadata={"help": "Extra code tables (TSV/CSV with a `code` column)."}
+    )
+    use_default_lexicon: bool = field(default=True, metadata={"help": "Include the embedded default lexicon."})
+
+
+@dataclass
+class MaskingArguments(LexiconArguments):
+    """Medical-token-weighted dynamic masking (see `clinical_modernbert.masking`), checked when parsed."""
 
     mlm_probability_start: float = field(default=0.30, metadata={"help": "Masking rate at step 0."})
     mlm_probability_end: float = field(default=0.15, metadata={"help": "Masking rate at max_steps."})
@@ -138,14 +172,18 @@ class MaskingArguments:
     mask_replace_prob: float = field(default=0.8, metadata={"help": "Share of masked tokens replaced by [MASK]."})
     random_replace_prob: float = field(default=0.1, metadata={"help": "Share of masked tokens replaced at random."})
     eval_mlm_probability: float = field(default=0.15, metadata={"help": "Fixed masking rate of evaluation."})
-    lexicon_files: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Extra term lists (one term per line) added to the embedded default lexicon."},
-    )
-    code_tables: list[str] = field(
-        default_factory=list, metadata={"help": "Extra code tables (TSV/CSV with a `code` column)."}
-    )
-    use_default_lexicon: bool = field(default=True, metadata={"help": "Include the embedded default lexicon."})
+
+    def __post_init__(self):
+        for name in ("mlm_probability_start", "mlm_probability_end", "eval_mlm_probability"):
+            setattr(self, name, check_probability(name, getattr(self, name)))
+        if self.mlm_schedule not in MASKING_SCHEDULES:
+            raise ValueError(f"mlm_schedule must be one of {MASKING_SCHEDULES}, got {self.mlm_schedule!r}")
+        if not (self.medical_weight > 0 and math.isfinite(self.medical_weight)):
+            raise ValueError(f"medical_weight must be a positive number, got {self.medical_weight}")
+        replaced = (self.mask_replace_prob, self.random_replace_prob)
+        if not (all(0 <= p <= 1 for p in replaced) and sum(replaced) <= 1):
+            raise ValueError(f"mask_replace_prob and random_replace_prob must be in [0, 1] and add up to at most 1, "
+                             f"got {self.mask_replace_prob} and {self.random_replace_prob}")
 
 
 @dataclass
@@ -207,6 +245,7 @@ class PretrainConfig(TrainingArguments):
         return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.world_size
 
     def __post_init__(self):
+        check_no_hub_token(self.hub_token)
         super().__post_init__()
         # kept as plain dicts (validated, defaults filled): the Trainer writes its arguments out as JSON
         phases = [p if isinstance(p, TrainingPhase) else _from_dict(TrainingPhase, p, "phase") for p in self.phases]
@@ -224,3 +263,4 @@ class PretrainConfig(TrainingArguments):
             self.max_steps = total
         if self.max_steps <= 0:
             raise ValueError("max_steps must be set (> 0): the corpus is a stream of unknown length.")
+
