@@ -19,11 +19,12 @@ from pathlib import Path
 import xxhash
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .artifacts import RUN_FACTS_FILE  # written last by the final save: its presence means the run finished
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "checkpoint_complete.json"
 INCOMPLETE_DIR = "incomplete"
-RUN_FACTS_FILE = "run_facts.json"  # written last by the final save: its presence means the run finished
 _CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
