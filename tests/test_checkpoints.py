@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 from clinical_modernbert import checkpoints as ckpt
+from clinical_modernbert.artifacts import RUN_FACTS_FILE
 from clinical_modernbert.checkpoints import (
     INCOMPLETE_DIR,
     MANIFEST_FILE,
-    RUN_FACTS_FILE,
     mark_complete,
     resolve_checkpoint,
     rotate_checkpoints,
