@@ -224,7 +224,8 @@ class PretrainConfig(TrainingArguments):
     )
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Start fresh even if output_dir holds checkpoints (default: resume from the last one)."},
+        metadata={"help": "Start over: delete output_dir's checkpoints and run facts first (default: resume from the "
+                  "newest complete checkpoint; a finished run is not run again)."},
     )
 
     phases: list[dict] = field(
