@@ -39,9 +39,9 @@ def run_point(mode: str, count: int, seq_len: int, vocab: int) -> dict:
     from transformers import ModernBertConfig, ModernBertForMaskedLM, TrainingArguments
 
     from clinical_modernbert.evaluation import MLMTopKMetrics
-    from clinical_modernbert.trainer import MLMTrainer
     from clinical_modernbert.masking import MedicalMaskingCollator
     from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
+    from clinical_modernbert.trainer import MLMTrainer
 
     torch.manual_seed(0)
     tokenizer = train_bpe_tokenizer([f"the patient {i} was given dose {i * 7} mg" for i in range(200)], 300)

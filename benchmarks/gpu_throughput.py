@@ -92,7 +92,8 @@ def run_backend(backend, shape, batches, device, args, peak):
         synchronize(device)
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
-            predicted = int((batch["labels"] != -100).sum()) if args.sparse_prediction else int((document_ids >= 0).sum())
+            counted = (batch["labels"] != -100) if args.sparse_prediction else (document_ids >= 0)
+            predicted = int(counted.sum())
             flops += training_flops(config, document_ids, predicted)
             tokens += int((document_ids >= 0).sum())
     elapsed = sum(times)

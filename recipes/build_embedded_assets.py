@@ -26,7 +26,8 @@ def main(args: EmbeddedAssetArguments):
     with gzip.GzipFile(EMBEDDED_CORPUS, "wb", mtime=0) as f:
         f.write("".join(json.dumps(d) + "\n" for d in docs).encode("utf-8"))
     logger.info("Data: %d documents written to %s", len(docs), EMBEDDED_CORPUS)
-    codes = [f"ICD code {c}: {d}" for name in ("icd9cm_sample.tsv", "icd10cm_sample.tsv") for c, d in read_code_table(name)]
+    tables = ("icd9cm_sample.tsv", "icd10cm_sample.tsv")
+    codes = [f"ICD code {c}: {d}" for name in tables for c, d in read_code_table(name)]
     tokenizer = train_bpe_tokenizer([d["text"] for d in docs] + codes, vocab_size=args.vocab_size)
     tokenizer.save_pretrained(EMBEDDED_TOKENIZER_DIR)
     logger.info("Save: tokenizer of %d tokens in %s", len(tokenizer), EMBEDDED_TOKENIZER_DIR)

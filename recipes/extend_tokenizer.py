@@ -96,7 +96,8 @@ def main(args: VocabularyArguments) -> dict:
     for name, pair in report["fertility"].items():
         logger.info("Eval: %s fertility %s", name, ", ".join(f"{k} {v:.3f}" for k, v in pair.items()))
     save_json(report, output_dir / VOCABULARY_REPORT_FILE)
-    logger.info("Save: tokenizer%s and %s in %s", " + model" if args.mode == "extend" else "", VOCABULARY_REPORT_FILE, output_dir)
+    logger.info("Save: tokenizer%s and %s in %s", " + model" if args.mode == "extend" else "", VOCABULARY_REPORT_FILE,
+                output_dir)
     return report
 
 

@@ -1,11 +1,10 @@
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import ModernBertForMaskedLM
 
 from clinical_modernbert.attention import _flash_varlen_inputs, packed_attention_inputs
 from clinical_modernbert.data.packing import document_tensors
-
-from conftest import tiny_config
 
 
 class _Vocab:  # tiny_config only needs these attributes

@@ -14,7 +14,10 @@ from datetime import datetime
 
 import pytest
 import torch
+from conftest import REPO_ROOT
 from safetensors.torch import load_file
+from test_pretrain_recipe import cpu_ddp_launcher, run_recipe
+from test_trainer import make_trainer, write_corpus
 
 from clinical_modernbert import checkpoints as ckpt
 from clinical_modernbert.artifacts import RUN_FACTS_FILE
@@ -27,10 +30,6 @@ from clinical_modernbert.checkpoints import (
 )
 from clinical_modernbert.configs import PretrainConfig
 from clinical_modernbert.trainer import STREAM_STATE_FILE
-
-from conftest import REPO_ROOT
-from test_pretrain_recipe import cpu_ddp_launcher, run_recipe
-from test_trainer import make_trainer, write_corpus
 
 STREAM_STATE = STREAM_STATE_FILE.format(rank=0)
 CHECKPOINT_FILES = ["model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",

@@ -1,4 +1,5 @@
-"""Top-k evaluation inside the Trainer and `recipes/evaluate_mlm.py`, checked against direct computation on the logits."""
+"""Top-k evaluation inside the Trainer and `recipes/evaluate_mlm.py`, checked against direct computation on the
+logits."""
 
 import importlib.util
 import json
@@ -11,11 +12,11 @@ import evaluate
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO_ROOT, cpu_ddp_launcher, tiny_config
 from transformers import EvalPrediction, ModernBertForMaskedLM, ModernBertModel
 
-from clinical_modernbert.configs import EvaluationArguments
 from clinical_modernbert.attention import packed_attention_inputs
-from clinical_modernbert.configs import DataArguments, ModelArguments
+from clinical_modernbert.configs import DataArguments, EvaluationArguments, ModelArguments
 from clinical_modernbert.evaluation import (
     MLMTopKMetrics,
     build_eval_collator,
@@ -26,8 +27,6 @@ from clinical_modernbert.evaluation import (
 from clinical_modernbert.lexicon import Lexicon
 from clinical_modernbert.metrics import MLM_TOPK_ACCURACY
 from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
-
-from conftest import REPO_ROOT, cpu_ddp_launcher, tiny_config
 
 DRUGS = ["metformin", "warfarin", "aspirin", "insulin", "heparin"]
 DISEASES = ["atrial fibrillation", "diabetes mellitus", "heart failure", "pneumonia"]
@@ -172,14 +171,13 @@ def test_trainer_evaluation_equals_direct_computation_dense_and_sparse(tokenizer
     lexicon = Lexicon.from_files([str(files / "lexicon.txt")], use_default=False)
     dataset = build_eval_dataset(data_args(files), args, tokenizer, lexicon)
     model = ModernBertForMaskedLM.from_pretrained(model_dir).eval()
-    expected = manual_evaluation(model, dataset, build_eval_collator(tokenizer, args.mlm_probability, args.seed), 3, args.top_k)
+    collator = build_eval_collator(tokenizer, args.mlm_probability, args.seed)
+    expected = manual_evaluation(model, dataset, collator, 3, args.top_k)
     assert expected["medical_num_positions"] > 20 and expected["other_num_positions"] > 20
     assert 0.7 < expected["mask_only_num_positions"] / expected["num_positions"] < 0.9
     for sparse in (False, True):
         model.config.sparse_prediction = model.sparse_prediction = sparse
-        results, top_k = evaluate_masked_lm(
-            model, tokenizer, dataset, build_eval_collator(tokenizer, args.mlm_probability, args.seed), args, True, str(tmp_path)
-        )
+        results, top_k = evaluate_masked_lm(model, tokenizer, dataset, collator, args, True, str(tmp_path))
         assert top_k == [1, 5, 25]
         assert {k: results[k] for k in expected} == pytest.approx(expected, rel=1e-5)
     collator = build_eval_collator(tokenizer, args.mlm_probability, args.seed)

@@ -5,7 +5,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT
 
 SCRIPT = str(REPO_ROOT / "benchmarks" / "gpu_throughput.py")

@@ -9,10 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
+from hub_server import HubServer
 from huggingface_hub import constants
 from huggingface_hub.errors import HfHubHTTPError
+from test_model_card import sample_mlm_eval, write_model_dir
 from transformers import AutoTokenizer
 
+from clinical_modernbert.artifacts import MLM_EVAL_FILE, TRAINING_CURVES_FILE
 from clinical_modernbert.configs import FinetuneTrainingArguments, PretrainConfig, PushArguments, check_repo_id
 from clinical_modernbert.hub import (
     plan_model_upload,
@@ -21,14 +25,11 @@ from clinical_modernbert.hub import (
     push_space,
     select_model_files,
 )
-from clinical_modernbert.artifacts import MLM_EVAL_FILE, TRAINING_CURVES_FILE
-from conftest import REPO_ROOT
-from hub_server import HubServer
-from test_model_card import sample_mlm_eval, write_model_dir
 
 TOKEN = "hf_stand_in_secret_0123456789"
 REPO_ID = "test-org/clinical-modernbert-test"
-PUBLISHED = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md", TRAINING_CURVES_FILE}
+PUBLISHED = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
+             TRAINING_CURVES_FILE}
 # What a training output directory also holds, none of which may leave the machine.
 PRIVATE = {
     "optimizer.pt": b"optimizer state",

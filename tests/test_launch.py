@@ -8,10 +8,10 @@ import sys
 
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.commands.launch import launch_command_parser
+from conftest import REPO_ROOT
 
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from clinical_modernbert.parsing import parse_recipe_args
-from conftest import REPO_ROOT
 
 SLURM_SCRIPT = REPO_ROOT / "recipes" / "slurm" / "pretrain.slurm"
 MULTI_NODE = REPO_ROOT / "recipes" / "accelerate_configs" / "multi_node.yaml"

@@ -9,11 +9,11 @@ import subprocess
 from collections import Counter
 
 import pytest
+from conftest import REPO_ROOT
 from datasets.utils import logging as datasets_logging
 from transformers.utils import logging as transformers_logging
 
 from clinical_modernbert.logging_setup import RANK_VARIABLES, REPLICA_LOG_LEVEL, setup_logging
-from conftest import REPO_ROOT
 
 RECIPES = sorted((REPO_ROOT / "recipes").glob("*.py"))
 

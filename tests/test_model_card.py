@@ -15,9 +15,17 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
+from conftest import REPO_ROOT, tiny_config
 from huggingface_hub import ModelCard
 from transformers import AutoConfig, AutoTokenizer, ModernBertForMaskedLM
 
+from clinical_modernbert.artifacts import (
+    HELD_OUT_EVAL_FILE,
+    MLM_EVAL_FILE,
+    RUN_FACTS_FILE,
+    TRAINING_CURVES_FILE,
+    VOCABULARY_REPORT_FILE,
+)
 from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
 from clinical_modernbert.hub import plan_model_upload
 from clinical_modernbert.model_card import (
@@ -27,14 +35,6 @@ from clinical_modernbert.model_card import (
     read_run,
     render_model_card,
 )
-from clinical_modernbert.artifacts import (
-    HELD_OUT_EVAL_FILE,
-    MLM_EVAL_FILE,
-    RUN_FACTS_FILE,
-    TRAINING_CURVES_FILE,
-    VOCABULARY_REPORT_FILE,
-)
-from conftest import REPO_ROOT, tiny_config
 
 REPO_ID = "test-org/clinical-modernbert-test"
 FAVOURED_IDS = list(range(1000, 1005))  # word pieces the decoder bias ranks far ahead of every other token

@@ -2,13 +2,12 @@ import importlib.util
 
 import pytest
 import torch
+from conftest import shared_path, tiny_config
 from tokenizers import Tokenizer
 from transformers import BertConfig, BertForMaskedLM, ModernBertForMaskedLM, PreTrainedTokenizerFast
 
 from clinical_modernbert.configs import ModelArguments
 from clinical_modernbert.modeling import load_model, load_tokenizer, resolve_attn_implementation
-
-from conftest import shared_path, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
+from test_model_card import REPO_ID, write_model_dir
 
 from clinical_modernbert.hub import SPACE_FILES, plan_space_upload
 from clinical_modernbert.model_card import render_model_card
-from conftest import REPO_ROOT
-from test_model_card import REPO_ID, write_model_dir
 
 pytestmark = pytest.mark.slow
 

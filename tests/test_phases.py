@@ -6,15 +6,15 @@ import re
 import pytest
 import torch
 import yaml
-from transformers import get_scheduler
-
-from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
-from clinical_modernbert.parsing import parse_recipe_args
-from clinical_modernbert.checkpoints import run_is_finished
-from clinical_modernbert.phases import combine_facts, phase_arguments, plan_phases
-from clinical_modernbert.pretraining import build_collators
 from conftest import REPO_ROOT
 from test_pretrain_recipe import run_recipe
+from transformers import get_scheduler
+
+from clinical_modernbert.checkpoints import run_is_finished
+from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
+from clinical_modernbert.parsing import parse_recipe_args
+from clinical_modernbert.phases import combine_facts, phase_arguments, plan_phases
+from clinical_modernbert.pretraining import build_collators
 
 BASE_CONFIG = REPO_ROOT / "recipes" / "configs" / "clinical_modernbert_base.yaml"
 CARD_TOKENS = 13_004_002_816  # the original Clinical ModernBERT card: 150,000 steps, batch 128

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO_ROOT, cpu_ddp_launcher
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, pipeline
 
 from clinical_modernbert.logging_setup import REPLICA_LOG_LEVEL
 from clinical_modernbert.masking import MaskingSchedule
-from conftest import REPO_ROOT, cpu_ddp_launcher
 
 FAST = ["--max_steps", "6", "--per_device_train_batch_size", "4", "--max_seq_length", "128",
         "--logging_steps", "2", "--max_eval_documents", "8", "--save_strategy", "no"]

@@ -5,15 +5,14 @@ import logging
 import re
 
 import pytest
-
 from transformers import AutoTokenizer
 
 import clinical_modernbert.pretraining as pretraining
+from clinical_modernbert.artifacts import EVAL_SET_DIR
 from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
 from clinical_modernbert.configs import DataArguments, PretrainConfig
-from clinical_modernbert.lexicon import Lexicon
-from clinical_modernbert.artifacts import EVAL_SET_DIR
 from clinical_modernbert.data.stream import is_held_out
+from clinical_modernbert.lexicon import Lexicon
 from clinical_modernbert.pretraining import build_eval_set
 
 

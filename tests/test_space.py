@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO_ROOT
+from test_model_card import write_model_dir
 from transformers import AutoModel, AutoTokenizer, pipeline
 
 from clinical_modernbert.lexicon import Lexicon
-from conftest import REPO_ROOT
-from test_model_card import write_model_dir
 
 CHROMIUM = Path("/usr/bin/chromium")
 SENTENCE = "The patient with atrial fibrillation was given [MASK] and metoprolol."

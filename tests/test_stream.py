@@ -230,7 +230,8 @@ from clinical_modernbert.data.stream import PackedStream
 
 tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_TOKENIZER_DIR)
 args = DataArguments(sources=json.loads(sys.argv[1]), max_seq_length=64, eval_fraction=0.2, max_eval_documents=1000)
-rows = [{k: row[k] for k in ("input_ids", "doc_lengths", "stream_stats")} for row in PackedStream(args, tokenizer, passes=1)]
+keys = ("input_ids", "doc_lengths", "stream_stats")
+rows = [{k: row[k] for k in keys} for row in PackedStream(args, tokenizer, passes=1)]
 try:
     PackedStream(DataArguments(sources=[{"name": "gone", "path": "test-org/no-such-corpus"}]), tokenizer)
     error = None

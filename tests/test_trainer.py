@@ -3,14 +3,13 @@
 import json
 
 import torch
+from conftest import tiny_config
 from transformers import ModernBertForMaskedLM, TrainerCallback
 
 from clinical_modernbert.configs import DataArguments, PretrainConfig
 from clinical_modernbert.data.stream import PackedStream
 from clinical_modernbert.masking import MaskingSchedule, MaskingScheduleCallback, MedicalMaskingCollator
 from clinical_modernbert.trainer import STREAM_STATE_FILE, MLMTrainer
-
-from conftest import tiny_config
 
 
 class RecordingTrainer(MLMTrainer):

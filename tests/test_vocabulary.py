@@ -9,12 +9,17 @@ import os
 import pytest
 import torch
 import yaml
+from conftest import REPO_ROOT, shared_path, tiny_config
 from transformers import AutoTokenizer, ModernBertForMaskedLM, PreTrainedTokenizerFast
 
 from clinical_modernbert.artifacts import VOCABULARY_REPORT_FILE
-from clinical_modernbert.configs import DEFAULT_MIN_DOCUMENT_FREQUENCY, SourceConfig, VocabularyArguments
 from clinical_modernbert.assets import EMBEDDED_CORPUS
-from clinical_modernbert.configs import ModelArguments
+from clinical_modernbert.configs import (
+    DEFAULT_MIN_DOCUMENT_FREQUENCY,
+    ModelArguments,
+    SourceConfig,
+    VocabularyArguments,
+)
 from clinical_modernbert.model_card import validate_vocabulary_report
 from clinical_modernbert.modeling import load_model
 from clinical_modernbert.parsing import parse_recipe_args
@@ -28,8 +33,6 @@ from clinical_modernbert.vocabulary import (
     term_pieces,
     text_fertility,
 )
-
-from conftest import REPO_ROOT, shared_path, tiny_config
 
 spec = importlib.util.spec_from_file_location("extend_tokenizer_recipe", REPO_ROOT / "recipes" / "extend_tokenizer.py")
 recipe = importlib.util.module_from_spec(spec)

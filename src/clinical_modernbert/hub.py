@@ -15,9 +15,9 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, get_token
 
-from .configs import check_repo_id
 from .artifacts import TRAINING_CURVES_FILE
 from .assets import shipped_folder
+from .configs import check_repo_id
 from .model_card import render_model_card
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: in
     `[MASK]` strips the space on its left, as in ModernBERT, so `"the [MASK] dose"` fills the word slot.
     """
     if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + specials), got {vocab_size}")
+        least = 256 + len(SPECIAL_TOKENS)
+        raise ValueError(f"vocab_size must be at least {least} (bytes + specials), got {vocab_size}")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.normalizer = normalizers.NFC()
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)

@@ -28,14 +28,13 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tokenizers import Tokenizer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .artifacts import ADDED_TOKENS_FILE, VOCABULARY_REPORT_FILE
-from .configs import DEFAULT_MIN_DOCUMENT_FREQUENCY, SourceConfig, VocabularyArguments
+from .configs import DEFAULT_MIN_DOCUMENT_FREQUENCY, SourceConfig
 from .data.sources import format_text, load_source
 from .data.stream import is_held_out
 from .modeling import EMBEDDING_PAD_MULTIPLE

@@ -53,7 +53,8 @@ class FinetuneArguments:
         default=None, metadata={"help": "Attention backend passed to from_pretrained (default: the model's)."}
     )
     results_file: str | None = field(
-        default=None, metadata={"help": "Where the scores go (default: <output_dir>/finetune_results_<task_name>.json)."}
+        default=None,
+        metadata={"help": "Where the scores go (default: <output_dir>/finetune_results_<task_name>.json)."},
     )
     save_models: bool = field(default=False, metadata={"help": "Save each seed's model in <output_dir>/seed-<seed>."})
 

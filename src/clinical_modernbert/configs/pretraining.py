@@ -33,7 +33,9 @@ class ModelArguments:
     )
     attn_implementation: str = field(
         default="auto",
-        metadata={"help": f"One of {ATTENTION_IMPLEMENTATIONS}; auto = flash_attention_2 on CUDA if installed, else sdpa."},
+        metadata={
+            "help": f"One of {ATTENTION_IMPLEMENTATIONS}; auto = flash_attention_2 on CUDA if installed, else sdpa."
+        },
     )
     sparse_prediction: bool = field(
         default=False, metadata={"help": "Run the MLM head only on masked positions (ModernBERT's sparse_prediction)."}

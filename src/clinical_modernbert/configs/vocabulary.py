@@ -17,7 +17,9 @@ DEFAULT_MIN_DOCUMENT_FREQUENCY = 20
 class VocabularyArguments:
     """Arguments of `recipes/extend_tokenizer.py`."""
 
-    mode: str = field(default="extend", metadata={"help": f"One of {VOCABULARY_MODES}: add tokens to a base, or train anew."})
+    mode: str = field(
+        default="extend", metadata={"help": f"One of {VOCABULARY_MODES}: add tokens to a base, or train anew."}
+    )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "extend: the ModernBERT checkpoint whose embeddings are grown."}
     )

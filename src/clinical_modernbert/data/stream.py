@@ -22,8 +22,8 @@ from datasets.distributed import split_dataset_by_node
 
 from ..configs import DataArguments, SourceConfig
 from ..tokenization import DocumentEncoder
-from .packing import BestFitPacker, chunk_document, row_to_example
 from .map_ahead import map_ahead
+from .packing import BestFitPacker, chunk_document, row_to_example
 from .sources import format_texts, load_source
 
 logger = logging.getLogger(__name__)

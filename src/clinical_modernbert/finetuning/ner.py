@@ -1,4 +1,5 @@
-"""Named-entity recognition from IOB files: validated reading, first-sub-token labels, stride windows, per-word merge."""
+"""Named-entity recognition from IOB files: validated reading, first-sub-token labels, stride windows, per-word
+merge."""
 
 from __future__ import annotations
 

@@ -16,10 +16,10 @@ from transformers import (
     set_seed,
 )
 
-from .classification import ClassificationTask
 from ..artifacts import FINETUNE_RESULTS_FILE
 from ..configs import FinetuneArguments, FinetuneTrainingArguments
 from ..configs.finetuning import FINETUNE_SPLITS
+from .classification import ClassificationTask
 from .metrics import aggregate
 from .ner import NerTask
 
