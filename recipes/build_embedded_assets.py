@@ -11,9 +11,8 @@ import json
 import logging
 
 from clinical_modernbert.assets import EMBEDDED_CORPUS, EMBEDDED_TOKENIZER_DIR, read_code_table
+from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.configs import EmbeddedAssetArguments
-from clinical_modernbert.logging_setup import setup_logging
-from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.sample_corpus import SampleCorpusGenerator
 from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
 
@@ -34,5 +33,4 @@ def main(args: EmbeddedAssetArguments):
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(*parse_recipe_args([EmbeddedAssetArguments]))
+    run_recipe(main, [EmbeddedAssetArguments])

@@ -14,6 +14,7 @@ from accelerate import PartialState
 from transformers import set_seed
 
 from clinical_modernbert.artifacts import save_json
+from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.configs import DataArguments, EvaluationArguments, ModelArguments
 from clinical_modernbert.evaluation import (
     build_eval_collator,
@@ -24,9 +25,7 @@ from clinical_modernbert.evaluation import (
     format_table,
     results_path,
 )
-from clinical_modernbert.logging_setup import setup_logging
-from clinical_modernbert.modeling import load_model, load_tokenizer
-from clinical_modernbert.parsing import parse_recipe_args
+from clinical_modernbert.modeling import check_max_seq_length, load_model, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +33,7 @@ logger = logging.getLogger(__name__)
 def main(model_args, data_args, eval_args):
     if not model_args.model_name_or_path:
         raise ValueError("recipes/evaluate_mlm.py needs --model_name_or_path: a saved model directory or a Hub id.")
+    check_max_seq_length(model_args, data_args.max_seq_length)
     set_seed(eval_args.seed)
     output = results_path(model_args.model_name_or_path, eval_args.output_json)
     tokenizer = load_tokenizer(model_args)
@@ -56,5 +56,4 @@ def main(model_args, data_args, eval_args):
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(*parse_recipe_args([ModelArguments, DataArguments, EvaluationArguments]))
+    run_recipe(main, [ModelArguments, DataArguments, EvaluationArguments])

@@ -17,11 +17,10 @@ import logging
 from pathlib import Path
 
 from clinical_modernbert.artifacts import ADDED_TOKENS_FILE, VOCABULARY_REPORT_FILE, save_json
+from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.configs import ModelArguments, VocabularyArguments
 from clinical_modernbert.lexicon import read_terms
-from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.modeling import load_model, load_tokenizer
-from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
 from clinical_modernbert.vocabulary import (
     drop_rare_words,
@@ -102,5 +101,4 @@ def main(args: VocabularyArguments) -> dict:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(*parse_recipe_args([VocabularyArguments]))
+    run_recipe(main, [VocabularyArguments])

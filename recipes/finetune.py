@@ -7,9 +7,8 @@
 import logging
 
 from clinical_modernbert.artifacts import save_json
+from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.finetuning import FinetuneArguments, FinetuneTrainingArguments, finetune, results_path
-from clinical_modernbert.logging_setup import setup_logging
-from clinical_modernbert.parsing import parse_recipe_args
 
 logger = logging.getLogger(__name__)
 
@@ -27,5 +26,4 @@ def main(args, training_args):
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(*parse_recipe_args([FinetuneArguments, FinetuneTrainingArguments]))
+    run_recipe(main, [FinetuneArguments, FinetuneTrainingArguments])

@@ -8,10 +8,9 @@ leaves this machine: `--push_to_hub` is refused.
 
 import logging
 
+from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.configs import PrepareMimicArguments
 from clinical_modernbert.corpora.mimic import prepare_mimic
-from clinical_modernbert.logging_setup import setup_logging
-from clinical_modernbert.parsing import parse_recipe_args
 
 logger = logging.getLogger(__name__)
 
@@ -24,5 +23,4 @@ def main(args: PrepareMimicArguments) -> dict:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(*parse_recipe_args([PrepareMimicArguments]))
+    run_recipe(main, [PrepareMimicArguments])

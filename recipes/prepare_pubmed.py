@@ -10,11 +10,10 @@ A rerun skips the files already parsed (same MD5). The token for `--push_to_hub`
 
 import logging
 
+from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.configs import PreparePubmedArguments
 from clinical_modernbert.corpora.pubmed import prepare_pubmed
 from clinical_modernbert.corpora.shards import push_dataset_dir
-from clinical_modernbert.logging_setup import setup_logging
-from clinical_modernbert.parsing import parse_recipe_args
 
 logger = logging.getLogger(__name__)
 
@@ -29,5 +28,4 @@ def main(args: PreparePubmedArguments) -> dict:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(*parse_recipe_args([PreparePubmedArguments]))
+    run_recipe(main, [PreparePubmedArguments])

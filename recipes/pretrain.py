@@ -12,14 +12,13 @@ from transformers import set_seed
 
 from clinical_modernbert.artifacts import RUN_FACTS_FILE, save_json
 from clinical_modernbert.checkpoints import resolve_checkpoint
+from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from clinical_modernbert.evaluation import MLMTopKMetrics
 from clinical_modernbert.hub import claim_push_to_hub, push_model_dir
 from clinical_modernbert.lexicon import Lexicon
-from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.masking import MaskingScheduleCallback
-from clinical_modernbert.modeling import load_model, load_tokenizer
-from clinical_modernbert.parsing import parse_recipe_args
+from clinical_modernbert.modeling import check_max_seq_length, load_model, load_tokenizer
 from clinical_modernbert.phases import run_phases
 from clinical_modernbert.pretraining import (
     build_collators,
@@ -36,6 +35,8 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded_default.yaml"
 
 
 def main(model_args, data_args, masking_args, training_args):
+    longest = max([p["max_seq_length"] for p in training_args.phases] or [data_args.max_seq_length])
+    check_max_seq_length(model_args, longest)
     publish = claim_push_to_hub(training_args)
     set_cpu_threads(training_args)
     run_phases(train_phase, model_args, data_args, masking_args, training_args)
@@ -94,6 +95,4 @@ def train_phase(phase, model_args, data_args, masking_args, training_args):
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(*parse_recipe_args([ModelArguments, DataArguments, MaskingArguments, PretrainConfig],
-                            default_config=DEFAULT_CONFIG))
+    run_recipe(main, [ModelArguments, DataArguments, MaskingArguments, PretrainConfig], default_config=DEFAULT_CONFIG)

@@ -9,10 +9,9 @@ The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT points the upload 
 
 import logging
 
+from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.configs import PushArguments
 from clinical_modernbert.hub import push_model_dir, push_space
-from clinical_modernbert.logging_setup import setup_logging
-from clinical_modernbert.parsing import parse_recipe_args
 
 logger = logging.getLogger(__name__)
 
@@ -28,5 +27,4 @@ def main(args: PushArguments):
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(*parse_recipe_args([PushArguments]))
+    run_recipe(main, [PushArguments])

@@ -68,11 +68,12 @@ def test_replica_level_from_the_environment(monkeypatch, capsys, restored_loggin
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.name)
-def test_every_recipe_sets_up_logging_in_one_line(recipe):
+def test_every_recipe_runs_through_the_one_entry_point(recipe):
+    """`cli.run_recipe` sets up logging (tested in test_cli.py), parses and reports user errors in one line."""
     source = recipe.read_text()
     main_block = source[source.index('if __name__ == "__main__":'):]
-    assert main_block.splitlines()[1].strip() == "setup_logging()"
-    assert "basicConfig" not in source and "set_verbosity" not in source
+    assert main_block.splitlines()[1].strip().startswith("run_recipe(main, [")
+    assert "basicConfig" not in source and "set_verbosity" not in source and "setup_logging" not in source
 
 
 @pytest.mark.slow

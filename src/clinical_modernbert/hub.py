@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
+import httpx2
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError
 
 from .artifacts import TRAINING_CURVES_FILE
 from .assets import shipped_folder
@@ -158,8 +160,22 @@ def plan_space_upload(space_id: str, model_id: str) -> UploadPlan:
 
 
 def push(plan: UploadPlan, private: bool = False, revision: str | None = None) -> CommitInfo:
-    """Create the repo if needed and upload `plan.files` in a single commit (all of them or none)."""
+    """Create the repo if needed and upload `plan.files` in a single commit (all of them or none).
+
+    A refused connection, an endpoint that is not a Hub, or a server gone mid-commit ends in an OSError naming the
+    endpoint (the commit is all or nothing, so the same command can simply be run again).
+    """
     api = HfApi(token=resolve_token())
+    try:
+        return _push(api, plan, private, revision)
+    except (httpx2.TransportError, HfHubHTTPError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OSError(f"Push of {plan.repo_id} to the Hub at {api.endpoint} failed: {reason}. Check the network and "
+                      "HF_ENDPOINT (unset for huggingface.co), then run the same command again: nothing was "
+                      "committed.") from err
+
+
+def _push(api: HfApi, plan: UploadPlan, private: bool, revision: str | None) -> CommitInfo:
     space_sdk = "gradio" if plan.repo_type == "space" else None
     url = api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=private, exist_ok=True, space_sdk=space_sdk)
     if revision and revision != "main":

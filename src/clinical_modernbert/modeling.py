@@ -14,6 +14,7 @@ from .configs import ModelArguments
 
 logger = logging.getLogger(__name__)
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 EMBEDDING_PAD_MULTIPLE = 64  # ModernBERT pads its embedding matrix to a multiple of 64 (50,280 -> 50,368)
 
 
@@ -32,11 +33,34 @@ def is_flash_attn_available() -> bool:
 
 def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
     """The tokenizer named in the arguments, else the checkpoint's, else the embedded sample tokenizer."""
+    setting = "tokenizer_name_or_path" if model_args.tokenizer_name_or_path else "model_name_or_path"
     name = model_args.tokenizer_name_or_path or model_args.model_name_or_path or str(EMBEDDED_TOKENIZER_DIR)
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    if tokenizer.mask_token is None:
-        raise ValueError(f"Tokenizer {name!r} has no mask token; masked language modelling needs one.")
+    folder = Path(name)
+    if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise FileNotFoundError(f"{setting}: the folder {name} holds no tokenizer ({' or '.join(TOKENIZER_FILES)}); "
+                                "give the tokenizer with --tokenizer_name_or_path")
+    tokenizer = _from_pretrained(AutoTokenizer, name, setting)
+    missing = [t for t in ("mask", "cls", "sep", "pad") if getattr(tokenizer, f"{t}_token") is None]
+    if missing:
+        raise ValueError(f"Tokenizer {name!r} has no {', '.join(missing)} token(s); ModernBERT's masked language "
+                         "modelling needs [CLS], [SEP], [PAD] and [MASK]: use a tokenizer that defines them.")
     return tokenizer
+
+
+def _from_pretrained(cls, name: str, setting: str, **kwargs):
+    """`cls.from_pretrained(name)`, or an OSError naming the setting when `name` is neither a folder nor a Hub id."""
+    if not Path(name).is_dir() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise FileNotFoundError(f"{setting}: the folder {name} does not exist; give an existing model folder or a "
+                                "Hub id such as answerdotai/ModernBERT-base")
+    if cls is AutoConfig and Path(name).is_dir() and not (Path(name) / "config.json").is_file():
+        raise FileNotFoundError(f"{setting}: the folder {name} holds no config.json; give a saved model folder "
+                                "(save_pretrained) or a Hub id")
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    except OSError as err:
+        reason = str(err).strip().splitlines()[0]
+        raise OSError(f"{setting}: {name!r} is not a local folder and could not be loaded from the Hub ({reason}); "
+                      "give an existing model folder or a reachable Hub id") from err
 
 
 def load_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> ModernBertForMaskedLM:
@@ -51,10 +75,7 @@ def load_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -
     if model_args.model_name_or_path:
         model = _warm_start(model_args.model_name_or_path, attn)
     else:
-        config_path = Path(model_args.model_config or EMBEDDED_MODEL_CONFIG)
-        if not config_path.is_file():
-            raise FileNotFoundError(f"Model config not found: {config_path}")
-        config = ModernBertConfig.from_json_file(str(config_path))
+        config_path, config = _scratch_config(model_args)
         config.vocab_size = _padded(len(tokenizer))
         config.pad_token_id, config.cls_token_id, config.sep_token_id = (
             tokenizer.pad_token_id,
@@ -75,8 +96,29 @@ def load_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -
     return model
 
 
+def check_max_seq_length(model_args: ModelArguments, max_seq_length: int, setting: str = "max_seq_length") -> None:
+    """A ValueError, before any data is read, if rows of `max_seq_length` exceed the model's positions."""
+    if model_args.model_name_or_path:
+        config, name = _from_pretrained(AutoConfig, model_args.model_name_or_path, "model_name_or_path"), "model"
+    else:
+        config_path, config = _scratch_config(model_args)
+        name = "model config"
+    positions = config.max_position_embeddings
+    if max_seq_length > positions:
+        where = model_args.model_name_or_path or config_path
+        raise ValueError(f"{setting}={max_seq_length} exceeds the {name}'s max_position_embeddings={positions} "
+                         f"({where}); set {setting} to at most {positions}")
+
+
+def _scratch_config(model_args: ModelArguments) -> tuple[Path, ModernBertConfig]:
+    config_path = Path(model_args.model_config or EMBEDDED_MODEL_CONFIG)
+    if not config_path.is_file():
+        raise FileNotFoundError(f"model_config: file not found: {config_path}")
+    return config_path, ModernBertConfig.from_json_file(str(config_path))
+
+
 def _warm_start(name_or_path: str, attn: str) -> ModernBertForMaskedLM:
-    config = AutoConfig.from_pretrained(name_or_path)
+    config = _from_pretrained(AutoConfig, name_or_path, "model_name_or_path")
     if config.model_type != "modernbert":
         raise ValueError(
             f"{name_or_path!r} is a {config.model_type!r} checkpoint, not ModernBERT (model_type 'modernbert')."

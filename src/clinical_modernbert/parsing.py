@@ -21,7 +21,10 @@ def parse_recipe_args(dataclass_types: Sequence[type], args: Sequence[str] | Non
         args = ["--config", str(default_config), *args]
     parser = TrlParser(dataclass_types)
     if "--config" in args:
-        config_path = Path(args[args.index("--config") + 1])
+        value = args[args.index("--config") + 1:][:1]
+        if not value or value[0].startswith("--"):
+            raise ValueError("--config needs a value: the YAML file of the run, e.g. --config my_run.yaml")
+        config_path = Path(value[0])
         if not config_path.is_file():
             raise FileNotFoundError(f"Config file not found: {config_path}")
         config = yaml.safe_load(config_path.read_text()) or {}

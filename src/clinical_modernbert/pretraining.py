@@ -65,8 +65,9 @@ def build_eval_set(data_args: DataArguments, tokenizer, lexicon: Lexicon | None,
         eval_dataset = materialise(stream)
         if eval_dataset is None:
             raise ValueError(
-                f"No document was held out for evaluation (eval_fraction={data_args.eval_fraction}); "
-                "raise eval_fraction or set max_eval_documents: 0."
+                f"No document was held out for evaluation (eval_fraction={data_args.eval_fraction}): the sources "
+                f"{[s.name for s in data_args.sources]} gave no non-empty text under it. Check each source's "
+                "text_field or template against its rows, raise eval_fraction, or set max_eval_documents: 0."
             )
         counts = stream.eval_counts
         logger.info("Data: %d held-out documents in %d evaluation rows of up to %d tokens; %d document(s) longer than "

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+import re
+import string
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from transformers import TrainingArguments
 
@@ -73,12 +75,32 @@ class SourceConfig:
     redistributable: bool = True
 
     def __post_init__(self):
-        if not self.weight > 0:
-            raise ValueError(f"Source {self.name!r}: mixture weight must be > 0, got {self.weight}")
+        if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight) and self.weight > 0):
+            raise ValueError(f"Source {self.name!r}: mixture weight must be a finite number > 0, got {self.weight!r}")
+        if self.template is not None:
+            check_template(self.name, self.template)
         if isinstance(self.data_files, str):
             self.data_files = resolve_embedded(self.data_files)
         elif self.data_files is not None:
             self.data_files = [resolve_embedded(f) for f in self.data_files]
+
+
+def check_template(source: str, template: str) -> None:
+    """A ValueError naming the source unless `template` is a format string whose fields are all named columns
+    (`{code}`, `{MedlineCitation[Article][ArticleTitle]}`): no positional `{}`, no attribute access, balanced braces."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise ValueError(f"Source {source!r}: template {template!r} is not a valid format string ({err}); write "
+                         "literal braces as {{ and }}") from None
+    for name in names:
+        column = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if not column or column.isdigit() or "." in re.sub(r"\[[^\]]*\]", "", name):
+            raise ValueError(f"Source {source!r}: template field {{{name}}} in {template!r} must name a column of "
+                             "the rows, e.g. {description} or {record[title]} (no positional {} or .attribute)")
+    if not names:
+        raise ValueError(f"Source {source!r}: template {template!r} names no column, so every document would be "
+                         "the same text; use fields like {description}")
 
 
 def resolve_embedded(path: str) -> str:
@@ -144,6 +166,10 @@ def _from_dict(cls, spec: dict, kind: str):
     unknown = sorted(set(spec) - set(valid))
     if unknown:
         raise ValueError(f"Unknown {kind} key(s) {unknown} in {spec}; valid keys: {valid}")
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in spec]
+    if missing:
+        raise ValueError(f"The {kind} {spec} lacks the required key(s) {missing}; required: {required}")
     return cls(**spec)
 
 

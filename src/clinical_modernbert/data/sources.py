@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import re
 import string
+from collections.abc import Iterator
 
+import fsspec
 import pandas as pd
+import pyarrow as pa
 from datasets import Features, IterableDataset, Value, load_dataset
 from datasets.exceptions import DatasetNotFoundError
 
@@ -47,6 +51,8 @@ def load_source(source: SourceConfig) -> IterableDataset:
         first = next(iter(stream))
     except StopIteration:  # raised by load_dataset itself when a local file is empty
         raise ValueError(f"Source {source.name!r} yields no documents") from None
+    except pa.ArrowInvalid as e:
+        raise _unparsable(e, [source]) from e
     except DatasetNotFoundError as e:
         raise ValueError(f"Source {source.name!r}: {e}") from e
     except RuntimeError as e:
@@ -62,7 +68,46 @@ def load_source(source: SourceConfig) -> IterableDataset:
     missing = [c for c in needed if c not in columns]
     if missing:
         raise ValueError(f"Source {source.name!r} has no column(s) {missing}; available columns: {sorted(columns)}")
+    if source.template is not None:
+        _check_template_on(source, first)
     return stream
+
+
+def _check_template_on(source: SourceConfig, row: dict) -> None:
+    """A ValueError naming the source if its template cannot fill the first row or fills it with only spaces."""
+    values = {k: row.get(k) for k in _template_fields(source.template)}
+    try:
+        text = source.template.format(**values)
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise ValueError(f"Source {source.name!r}: template {source.template!r} cannot format the first row "
+                         f"({type(err).__name__}: {err}); its columns: {sorted(row)}") from None
+    if not text.strip():
+        raise ValueError(f"Source {source.name!r}: template {source.template!r} formats the first row to empty text; "
+                         f"check the template against its columns {sorted(row)}")
+
+
+def next_row(rows: Iterator[dict], sources: list[SourceConfig]) -> dict | None:
+    """`next(rows, None)`, with a JSON line that cannot be parsed named by file and line (pyarrow names neither)."""
+    try:
+        return next(rows, None)
+    except pa.ArrowInvalid as e:
+        raise _unparsable(e, sources) from e
+
+
+def _unparsable(error: Exception, sources: list[SourceConfig]) -> Exception:
+    """A ValueError naming the source, file and line of the first invalid JSON line; `error` if none is found."""
+    for source in sources:
+        if source.path != "json":
+            continue
+        for path in local_files(source):
+            with fsspec.open(path, "rt", compression="infer", encoding="utf-8", errors="replace") as f:
+                for number, line in enumerate(f, start=1):
+                    try:
+                        json.loads(line) if line.strip() else None
+                    except json.JSONDecodeError as e:
+                        return ValueError(f"Source {source.name!r}: {path} line {number} is not valid JSON ({e}); "
+                                          "fix or remove that line (one JSON object per line)")
+    return error
 
 
 def local_files(source: SourceConfig) -> list[str]:

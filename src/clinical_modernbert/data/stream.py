@@ -24,7 +24,7 @@ from ..configs import DataArguments, SourceConfig
 from ..tokenization import DocumentEncoder
 from .map_ahead import map_ahead
 from .packing import BestFitPacker, chunk_document, row_to_example
-from .sources import format_texts, load_source
+from .sources import format_texts, load_source, next_row
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class PackedStream(torch.utils.data.IterableDataset):
             start = {"epoch": self.epoch, "documents": self._documents.state_dict()} if self.split == "train" else None
             block, stats, chars = [], self._zero_stats(), 0
             while chars < self.block_chars and not last:
-                row = next(documents, None)
+                row = next_row(documents, self.sources)
                 if row is None:
                     if self.split != "train" or (self.passes is not None and self.epoch + 1 >= self.passes):
                         last = True
@@ -210,7 +210,8 @@ class PackedStream(torch.utils.data.IterableDataset):
     def _no_training_documents(self) -> str:
         where = f"process {self.rank} of {self.world_size}" if self.world_size > 1 else "the sources"
         return (f"No training document in a whole pass over {where} ({[s.name for s in self.sources]}): every "
-                f"document is empty, skipped or held out (eval_fraction={self.data_args.eval_fraction}).")
+                f"document is empty, skipped or held out (eval_fraction={self.data_args.eval_fraction}); check each "
+                "source's text_field or template against its rows.")
 
     def _encode(self, block: tuple) -> list:
         _, documents, _, _ = block

@@ -44,9 +44,13 @@ def read_iob(path: str | Path) -> IobFile:
     if not path.is_file():
         raise FileNotFoundError(f"IOB file not found: {path}")
     iob, words, tags = IobFile(path, [], []), [], []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{number}: not valid UTF-8 ({e.reason} at byte {e.start} of the line); "
+                                 "save the file as UTF-8") from None
             if not line.strip():
                 if words:
                     iob.words.append(words)
