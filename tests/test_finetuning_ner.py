@@ -92,6 +92,14 @@ def test_malformed_iob_line_names_file_and_line(tmp_path, line):
         read_iob(path)
 
 
+def test_invalid_utf8_in_an_iob_file_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.tsv"
+    path.write_bytes(b"ok\tO\n\nfine\tO\ncaf\xe9\tB-Chemical\n")
+    with pytest.raises(ValueError, match=re.escape("bad.tsv:4: not valid UTF-8 (invalid continuation byte at byte 3 of "
+                                                   "the line); save the file as UTF-8")):
+        read_iob(path)
+
+
 @pytest.mark.parametrize("text", ["", "\n\n  \n"])
 def test_empty_iob_file_is_refused(tmp_path, text):
     with pytest.raises(ValueError, match="holds no sentences"):

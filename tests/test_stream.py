@@ -7,10 +7,12 @@ import re
 import subprocess
 import sys
 
+import pyarrow as pa
 import pytest
 from hub_server import Commit, HubServer, Repo, _oid
 
 from clinical_modernbert.configs import DataArguments, SourceConfig
+from clinical_modernbert.data.sources import next_row
 from clinical_modernbert.data.stream import STAT_FIELDS, PackedStream
 from clinical_modernbert.lexicon import Lexicon
 
@@ -124,9 +126,46 @@ def test_empty_source_is_named(tmp_path, embedded_tokenizer):
         PackedStream(data_args(spec), embedded_tokenizer)
 
 
-def test_mixture_weight_must_be_positive():
-    with pytest.raises(ValueError, match="weight must be > 0"):
-        SourceConfig(name="a", path="json", data_files="x", weight=0)
+@pytest.mark.parametrize("weight", [0, -1, float("inf"), float("nan"), "2"])
+def test_mixture_weight_must_be_a_finite_positive_number(weight):
+    with pytest.raises(ValueError, match="Source 'a': mixture weight must be a finite number > 0"):
+        SourceConfig(name="a", path="json", data_files="x", weight=weight)
+
+
+@pytest.mark.parametrize(("template", "problem"), [
+    ("ICD {code", "is not a valid format string"),
+    ("ICD {} {description}", "template field {} in"),
+    ("{0}", "template field {0} in"),
+    ("{code.upper}", "template field {code.upper} in"),
+    ("ICD code", "names no column"),
+])
+def test_templates_are_checked_when_parsed(template, problem):
+    with pytest.raises(ValueError, match=f"Source 'codes': .*{re.escape(problem)}"):
+        SourceConfig(name="codes", path="csv", data_files="x.csv", template=template)
+    SourceConfig(name="codes", path="json", data_files="x", template="{record[a.b]}: {description}")  # keys may hold .
+
+
+def test_an_invalid_json_line_met_in_the_stream_is_named_by_file_and_line(tmp_path):
+    path = tmp_path / "notes.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"text": "ok"}\n\n{"text": "cut\n{"text": "ok"}\n'))
+    source = SourceConfig(name="notes", path="json", data_files=str(path))
+
+    def rows():
+        yield {"text": "ok"}
+        raise pa.ArrowInvalid("JSON parse error: Invalid encoding in string. in row 1")  # pyarrow's wrong reason
+
+    documents = rows()
+    assert next_row(documents, [source]) == {"text": "ok"}
+    with pytest.raises(ValueError, match=re.escape(f"Source 'notes': {path} line 3 is not valid JSON")):
+        next_row(documents, [source])
+    path.write_bytes(gzip.compress(b'{"text": "ok"}\n'))  # no invalid line found: pyarrow's own error stays
+    with pytest.raises(pa.ArrowInvalid):
+        next_row(rows_raising_at_once(), [source])
+
+
+def rows_raising_at_once():
+    raise pa.ArrowInvalid("JSON parse error")
+    yield
 
 
 def test_code_table_becomes_text(tmp_path, embedded_tokenizer):
