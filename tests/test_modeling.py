@@ -71,5 +71,5 @@ def test_unknown_attention_backend_is_refused():
 def test_tokenizer_without_mask_token_is_refused(tmp_path, embedded_tokenizer):
     backend = Tokenizer.from_str(embedded_tokenizer.backend_tokenizer.to_str())
     PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]").save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="no mask token"):
+    with pytest.raises(ValueError, match="has no mask, cls, sep, pad token"):
         load_tokenizer(ModelArguments(tokenizer_name_or_path=str(tmp_path)))

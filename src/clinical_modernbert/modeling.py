@@ -42,7 +42,7 @@ def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
     tokenizer = _from_pretrained(AutoTokenizer, name, setting)
     missing = [t for t in ("mask", "cls", "sep", "pad") if getattr(tokenizer, f"{t}_token") is None]
     if missing:
-        raise ValueError(f"Tokenizer {name!r} has no {', '.join(missing)} token(s); ModernBERT's masked language "
+        raise ValueError(f"Tokenizer {name!r} has no {', '.join(missing)} token; ModernBERT's masked language "
                          "modelling needs [CLS], [SEP], [PAD] and [MASK]: use a tokenizer that defines them.")
     return tokenizer
 
