@@ -20,7 +20,7 @@ from .parsing import parse_recipe_args
 
 DEBUG_VARIABLE = "CLINICAL_MODERNBERT_DEBUG"
 USER_ERROR_EXIT_CODE = 2
-PROJECT_DIRS = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[2] / "recipes")
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def run_recipe(main: Callable, dataclass_types: Sequence[type], default_config=None) -> None:
@@ -29,7 +29,8 @@ def run_recipe(main: Callable, dataclass_types: Sequence[type], default_config=N
     try:
         main(*parse_recipe_args(dataclass_types, default_config=default_config))
     except (ValueError, OSError) as err:
-        if os.environ.get(DEBUG_VARIABLE) or not raised_by_project(err):
+        recipes_dir = Path(main.__code__.co_filename).resolve().parent
+        if os.environ.get(DEBUG_VARIABLE) or not raised_by_project(err, (PACKAGE_DIR, recipes_dir)):
             raise
         for bar in list(tqdm._instances):  # an open progress bar would leave the message on its line
             bar.close()
@@ -37,12 +38,12 @@ def run_recipe(main: Callable, dataclass_types: Sequence[type], default_config=N
         sys.exit(USER_ERROR_EXIT_CODE)
 
 
-def raised_by_project(err: BaseException) -> bool:
-    """Whether the innermost frame of `err`'s traceback is in this package or its recipes."""
+def raised_by_project(err: BaseException, folders: Sequence[Path]) -> bool:
+    """Whether the innermost frame of `err`'s traceback is in `folders` (the package's and the recipe's)."""
     tb = err.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
     path = Path(tb.tb_frame.f_code.co_filename).resolve()
-    return any(path.is_relative_to(folder) for folder in PROJECT_DIRS)
+    return any(path.is_relative_to(folder) for folder in folders)
