@@ -170,7 +170,8 @@ def test_dry_run_prints_the_plan_and_the_card_and_uploads_nothing(model_dir, hub
 
 def test_a_failed_commit_leaves_the_repo_unchanged(model_dir, hub):
     hub.fail_commits = True
-    with pytest.raises(OSError, match=f"Push of {REPO_ID} to the Hub at {hub.url} failed: Server error '500.*nothing was committed"):
+    failed = f"Push of {REPO_ID} to the Hub at {hub.url} failed: Server error '500.*nothing was committed"
+    with pytest.raises(OSError, match=failed):
         push_model_dir(model_dir, REPO_ID)
     assert [c.message for c in hub.commits(REPO_ID)] == ["initial commit"]
     assert hub.files(REPO_ID) == {}
