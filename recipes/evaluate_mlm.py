@@ -13,7 +13,6 @@ import logging
 from accelerate import PartialState
 from transformers import set_seed
 
-from clinical_modernbert.artifacts import save_json
 from clinical_modernbert.configs import DataArguments, EvaluationArguments, ModelArguments
 from clinical_modernbert.evaluation import (
     build_eval_collator,
@@ -51,7 +50,7 @@ def main(model_args, data_args, eval_args):
     print(format_table(results, top_k))
     report = evaluation_report(model_args.model_name_or_path, data_args, eval_args, dataset, collator, top_k, results)
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_json(report, output)
+    report.save(output)
     logger.info("Save: results in %s", output)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from clinical_modernbert.artifacts import RUN_FACTS_FILE, save_json
+from clinical_modernbert.artifacts import RUN_FACTS_FILE
 from clinical_modernbert.checkpoints import resolve_checkpoint
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from clinical_modernbert.evaluation import MLMTopKMetrics
@@ -85,7 +85,7 @@ def train_phase(phase, model_args, data_args, masking_args, training_args):
     trainer.save_state()
     if trainer.is_world_process_zero():
         carry_vocabulary_report(model_args, training_args.output_dir)
-        save_json(facts, Path(training_args.output_dir) / RUN_FACTS_FILE)  # last: it marks the run finished
+        facts.save(Path(training_args.output_dir) / RUN_FACTS_FILE)  # last: it marks the run finished
         logger.info("Save: model, tokenizer and run facts in %s", training_args.output_dir)
         logger.info(
             "Load it with: AutoModelForMaskedLM.from_pretrained(%r) or pipeline('fill-mask', model=%r)",

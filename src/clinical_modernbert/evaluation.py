@@ -26,13 +26,12 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import EvalPrediction, TrainingArguments
 
-from .artifacts import MLM_EVAL_FILE
+from .artifacts import COUNTED_POSITIONS, MASK_ONLY, MASK_ONLY_POSITIONS, MLM_EVAL_FILE, MlmEvalReport
 from .configs import DataArguments, EvaluationArguments
 from .data.stream import PackedStream, materialise
 from .lexicon import Lexicon
 from .masking import MedicalMaskingCollator
 from .metrics import MLM_TOPK_ACCURACY
-from .metrics.mlm_topk_accuracy.mlm_topk_accuracy import COUNTED_POSITIONS, MASK_ONLY, MASK_ONLY_POSITIONS
 from .trainer import MLMTrainer
 
 logger = logging.getLogger(__name__)
@@ -225,11 +224,11 @@ def results_path(model_name_or_path: str, output_json: str | None) -> Path:
 
 
 def evaluation_report(model_name_or_path: str, data_args: DataArguments, eval_args: EvaluationArguments,
-                      dataset: Dataset, collator, top_k: list[int], results: dict) -> dict:
+                      dataset: Dataset, collator, top_k: list[int], results: dict) -> MlmEvalReport:
     """The result file the model card reads: what was measured, on what, how masked, and the numbers."""
-    return {
-        "model": model_name_or_path,
-        "data": {
+    return MlmEvalReport(
+        model=model_name_or_path,
+        data={
             "split": eval_args.split,
             "sources": {
                 s.name: {"path": s.path, "data_files": s.data_files, "split": s.split} for s in data_args.sources
@@ -239,7 +238,7 @@ def evaluation_report(model_name_or_path: str, data_args: DataArguments, eval_ar
             "rows": len(dataset),
             "tokens": sum(len(ids) for ids in dataset["input_ids"]),
         },
-        "masking": {
+        masking={
             "mlm_probability": eval_args.mlm_probability,
             "seed": eval_args.seed,
             "mask_replace_prob": collator.mask_replace_prob,
@@ -247,6 +246,6 @@ def evaluation_report(model_name_or_path: str, data_args: DataArguments, eval_ar
             "counted_positions": COUNTED_POSITIONS,
             "mask_only_positions": MASK_ONLY_POSITIONS,
         },
-        "top_k": top_k,
-        "metrics": results,
-    }
+        top_k=top_k,
+        metrics=results,
+    )

@@ -13,7 +13,7 @@ import torch
 import xxhash
 from datasets import Dataset
 
-from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, VOCABULARY_REPORT_FILE
+from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, VOCABULARY_REPORT_FILE, RunFacts
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from .data.sources import local_files
 from .data.stream import PackedStream, materialise
@@ -129,23 +129,23 @@ def set_cpu_threads(args: PretrainConfig) -> None:
 
 
 def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, masking_args: MaskingArguments, lexicon,
-              phase: str):
+              phase: str) -> RunFacts:
     """Everything the model card reports about this run (the phase named `phase`), measured by the run itself."""
     args, config = trainer.args, trainer.model.config
     corpus = trainer.corpus_facts()
-    return {
-        "base_model": model_args.model_name_or_path,
-        "from_scratch_config": None if model_args.model_name_or_path else (model_args.model_config or "embedded"),
-        "steps": trainer.state.global_step,
-        "global_batch_size": args.global_batch_size,
-        "max_seq_length": data_args.max_seq_length,
-        "packing": data_args.packing,
-        "attn_implementation": config._attn_implementation,
-        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-        "learning_rate": args.learning_rate,
-        "source_weights": {s.name: s.weight for s in data_args.sources},
-        "source_paths": {s.name: s.path for s in data_args.sources},
-        "masking": {
+    return RunFacts(
+        base_model=model_args.model_name_or_path,
+        from_scratch_config=None if model_args.model_name_or_path else (model_args.model_config or "embedded"),
+        steps=trainer.state.global_step,
+        global_batch_size=args.global_batch_size,
+        max_seq_length=data_args.max_seq_length,
+        packing=data_args.packing,
+        attn_implementation=config._attn_implementation,
+        precision="bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        learning_rate=args.learning_rate,
+        source_weights={s.name: s.weight for s in data_args.sources},
+        source_paths={s.name: s.path for s in data_args.sources},
+        masking={
             "schedule": masking_args.mlm_schedule,
             "mlm_probability_start": masking_args.mlm_probability_start,
             "mlm_probability_end": masking_args.mlm_probability_end,
@@ -156,11 +156,11 @@ def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, mas
             "lexicon_terms": len(lexicon),
         },
         **corpus,
-        "held_out": held_out_facts(trainer.eval_dataset),
-        "phases": [{"name": phase, "steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
-                    "global_batch_size": args.global_batch_size, "tokens_trained": corpus["tokens_trained"]}],
-        "log_history": trainer.state.log_history,
-    }
+        held_out=held_out_facts(trainer.eval_dataset),
+        phases=[{"name": phase, "steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
+                 "global_batch_size": args.global_batch_size, "tokens_trained": corpus["tokens_trained"]}],
+        log_history=trainer.state.log_history,
+    )
 
 
 def held_out_facts(eval_dataset: Dataset | None) -> dict | None:
@@ -184,10 +184,10 @@ def carry_vocabulary_report(model_args: ModelArguments, output_dir: str) -> None
             return
 
 
-def log_realised_mixture(facts: dict) -> None:
+def log_realised_mixture(facts: RunFacts) -> None:
     """One log line per source: documents and tokens the run actually read (the card reports the same)."""
-    total = sum(s["tokens"] for s in facts["sources"].values()) or 1
-    for name, counts in facts["sources"].items():
+    total = sum(s["tokens"] for s in facts.sources.values()) or 1
+    for name, counts in facts.sources.items():
         skipped = counts["skipped_empty"] + counts["skipped_non_string"]
         logger.info("Data: %s gave %d documents, %d tokens (%.1f%%), %d skipped, %d with replaced bytes",
                     name, counts["documents"], counts["tokens"], 100 * counts["tokens"] / total, skipped,
