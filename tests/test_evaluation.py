@@ -146,7 +146,7 @@ def manual_evaluation(model, dataset, collator, batch_size: int, top_k) -> dict:
         batch = collator(examples)
         medical = torch.zeros_like(batch["input_ids"])
         for row, example in enumerate(examples):
-            medical[row, : len(example["medical_mask"])] = torch.tensor(example["medical_mask"]) > 0
+            medical[row, : len(example["term_flags"])] = torch.tensor(example["term_flags"]) > 0
         attention = packed_attention_inputs(model.config, batch["document_ids"])
         with torch.no_grad():
             logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **attention).logits

@@ -58,7 +58,7 @@ def test_eval_set_is_streamed_once_then_loaded(tmp_path, corpus, embedded_tokeni
         again = build(tmp_path, corpus, embedded_tokenizer, lexicon)
     assert streams_built == ["eval"] and "evaluation rows loaded from" in caplog.text
     assert again.to_list() == first.to_list() and sum(map(len, first["doc_lengths"])) == 40
-    assert any(flag for row in again["medical_mask"] for flag in row)
+    assert any(flag for row in again["term_flags"] for flag in row)
 
 
 @pytest.mark.parametrize(

@@ -146,9 +146,9 @@ def test_medical_flags_travel_with_tokens(tmp_path, embedded_tokenizer):
     lexicon = Lexicon(["aspirin", "atrial fibrillation"], match_codes=False)
     row = next(iter(PackedStream(data_args(spec, eval_fraction=0.0), embedded_tokenizer, lexicon, passes=1)))
     tokens = embedded_tokenizer.convert_ids_to_tokens(row["input_ids"])
-    flagged = "".join(t if f else "|" for t, f in zip(tokens, row["medical_mask"]))
+    flagged = "".join(t if f else "|" for t, f in zip(tokens, row["term_flags"]))
     assert [p.replace("Ġ", " ").strip() for p in flagged.split("|") if p] == ["aspirin", "atrial fibrillation"]
-    assert row["medical_mask"].count(1) == 2
+    assert row["term_flags"].count(1) == 2
 
 
 def test_resumed_stream_continues_with_the_next_rows(one_source, embedded_tokenizer):

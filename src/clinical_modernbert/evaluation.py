@@ -28,6 +28,7 @@ from transformers import EvalPrediction, TrainingArguments
 
 from .artifacts import COUNTED_POSITIONS, MASK_ONLY, MASK_ONLY_POSITIONS, MLM_EVAL_FILE, MlmEvalReport
 from .configs import DataArguments, EvaluationArguments
+from .data.rows import INPUT_IDS
 from .data.stream import PackedStream, materialise
 from .lexicon import Lexicon
 from .masking import MedicalMaskingCollator
@@ -142,7 +143,7 @@ def build_eval_dataset(data_args: DataArguments, eval_args: EvaluationArguments,
             f"No evaluation text: no document of {[s.name for s in data_args.sources]} is held out "
             f"(eval_fraction={data_args.eval_fraction}); use split: all to evaluate on every document."
         )
-    tokens = sum(len(ids) for ids in dataset["input_ids"])
+    tokens = sum(len(ids) for ids in dataset[INPUT_IDS])
     logger.info("Data: %s split, %d rows of up to %d tokens, %d tokens", eval_args.split, len(dataset),
                 data_args.max_seq_length, tokens)
     return dataset
@@ -236,7 +237,7 @@ def evaluation_report(model_name_or_path: str, data_args: DataArguments, eval_ar
             "eval_fraction": data_args.eval_fraction if eval_args.split == "held_out" else None,
             "max_seq_length": data_args.max_seq_length,
             "rows": len(dataset),
-            "tokens": sum(len(ids) for ids in dataset["input_ids"]),
+            "tokens": sum(len(ids) for ids in dataset[INPUT_IDS]),
         },
         masking={
             "mlm_probability": eval_args.mlm_probability,

@@ -15,6 +15,7 @@ from datasets import Dataset
 
 from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, VOCABULARY_REPORT_FILE, RunFacts
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
+from .data.rows import DOC_LENGTHS, INPUT_IDS, StreamRow
 from .data.sources import local_files
 from .data.stream import PackedStream, materialise
 from .evaluation import build_eval_collator
@@ -91,7 +92,8 @@ def eval_set_fingerprint(data_args: DataArguments, tokenizer, lexicon: Lexicon |
         vocabulary.pop(per_call, None)
     files = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns)
              for source in data_args.sources for path in local_files(source)]
-    settings = {"data": asdict(data_args), "files": files, "seed": seed, "tokenizer": vocabulary}
+    settings = {"data": asdict(data_args), "files": files, "seed": seed, "tokenizer": vocabulary,
+                "row_keys": list(StreamRow.__annotations__)}  # a set saved with other column names is rebuilt
     parts = (json.dumps(settings, sort_keys=True, default=str), lexicon.fingerprint() if lexicon else "no lexicon")
     return xxhash.xxh64_hexdigest("\0".join(parts).encode())
 
@@ -168,9 +170,9 @@ def held_out_facts(eval_dataset: Dataset | None) -> dict | None:
     if eval_dataset is None:
         return None
     return {
-        "documents": sum(map(len, eval_dataset["doc_lengths"])),
+        "documents": sum(map(len, eval_dataset[DOC_LENGTHS])),
         "rows": len(eval_dataset),
-        "tokens": sum(map(len, eval_dataset["input_ids"])),
+        "tokens": sum(map(len, eval_dataset[INPUT_IDS])),
     }
 
 

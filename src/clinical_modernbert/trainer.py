@@ -15,14 +15,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from .attention import packed_attention_inputs
 from .checkpoints import mark_complete, rotate_checkpoints, unmark
+from .data.rows import DOCUMENT_IDS, MASK_INPUT, MASK_STATS, MASK_STEP, MEDICAL_MASK, STREAM_POSITION, STREAM_STATS
 from .data.stream import STAT_FIELDS, PackedStream
-from .masking import MASK_INPUT
 
 logger = logging.getLogger(__name__)
 
 MASK_STAT_FIELDS = ("maskable", "medical_maskable", "masked", "medical_masked")
 STREAM_STATE_FILE = "stream_state_rank{rank}.json"
-MEDICAL_MASK = "medical_mask"  # per-position 0/1 flags in the batches of MedicalMaskingCollator
 
 
 class MLMTrainer(Trainer):
@@ -75,11 +74,11 @@ class MLMTrainer(Trainer):
             self.data_collator = train_collator
 
     def _prepare_inputs(self, inputs: dict) -> dict:
-        stream_stats = inputs.pop("stream_stats", None)
-        mask_stats = inputs.pop("mask_stats", None)
-        position = inputs.pop("stream_position", None)
-        document_ids = inputs.pop("document_ids", None)
-        mask_step = inputs.pop("mask_step", None)
+        stream_stats = inputs.pop(STREAM_STATS, None)
+        mask_stats = inputs.pop(MASK_STATS, None)
+        position = inputs.pop(STREAM_POSITION, None)
+        document_ids = inputs.pop(DOCUMENT_IDS, None)
+        mask_step = inputs.pop(MASK_STEP, None)
         inputs.pop(MEDICAL_MASK, None)  # evaluation hands these two to the metrics in prediction_step
         inputs.pop(MASK_INPUT, None)
         if self.model.training:

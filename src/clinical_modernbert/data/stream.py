@@ -24,6 +24,7 @@ from ..configs import DataArguments, SourceConfig
 from ..tokenization import DocumentEncoder
 from .map_ahead import map_ahead
 from .packing import BestFitPacker, chunk_document, row_to_example
+from .rows import DOC_LENGTHS, INPUT_IDS, STREAM_POSITION, STREAM_STATS, TERM_FLAGS
 from .sources import format_texts, load_source
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ SPLITS = ("train", "eval", "all")
 
 def materialise(stream: "PackedStream") -> Dataset | None:
     """The rows of a finite stream (an evaluation set) as a `Dataset`, without the stream's counters; None if empty."""
-    rows = [{key: row[key] for key in ("input_ids", "medical_mask", "doc_lengths")} for row in stream]
+    rows = [{key: row[key] for key in (INPUT_IDS, TERM_FLAGS, DOC_LENGTHS)} for row in stream]
     return Dataset.from_list(rows) if rows else None
 
 
@@ -59,7 +60,7 @@ def is_held_out(text: str, eval_fraction: float) -> bool:
 class PackedStream(torch.utils.data.IterableDataset):
     """Packed rows from the source mixture: the endless training stream, or a finite evaluation split (`SPLITS`).
 
-    Each row is `{"input_ids", "medical_mask", "doc_lengths", "stream_stats"[, "stream_position"]}`. Training rows
+    Each row is a `rows.StreamRow`: `input_ids`, `term_flags`, `doc_lengths`, `stream_stats`. Training rows
     carry their `stream_position`; `state_dict(position)` returns what `load_state_dict` needs to continue right
     after that row (only the last `keep_snapshots` blocks are remembered). Documents are tokenized in blocks of
     about `block_chars` characters. Smaller sources are oversampled by their weights in training; the evaluation
@@ -154,9 +155,9 @@ class PackedStream(torch.utils.data.IterableDataset):
             for k, row in enumerate(rows):
                 if k >= skip_rows:  # rows before were trained before the checkpoint, counters included
                     example = row_to_example(row, cls_id, sep_id)
-                    example["stream_stats"] = self._row_stats(row, read_stats)
+                    example[STREAM_STATS] = self._row_stats(row, read_stats)
                     if self.split == "train":
-                        example["stream_position"] = [block_index, k]
+                        example[STREAM_POSITION] = [block_index, k]
                     yield example
                 read_stats = self._zero_stats()
             skip_rows = 0
