@@ -15,7 +15,6 @@ from transformers import set_seed
 
 from clinical_modernbert.configs import DataArguments, EvaluationArguments, ModelArguments
 from clinical_modernbert.evaluation import (
-    build_eval_collator,
     build_eval_dataset,
     build_eval_lexicon,
     evaluate_masked_lm,
@@ -24,6 +23,7 @@ from clinical_modernbert.evaluation import (
     results_path,
 )
 from clinical_modernbert.logging_setup import setup_logging
+from clinical_modernbert.masking import MedicalMaskingCollator
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
 
@@ -38,7 +38,7 @@ def main(model_args, data_args, eval_args):
     tokenizer = load_tokenizer(model_args)
     lexicon = build_eval_lexicon(eval_args)
     dataset = build_eval_dataset(data_args, eval_args, tokenizer, lexicon)
-    collator = build_eval_collator(tokenizer, eval_args.mlm_probability, eval_args.seed)
+    collator = MedicalMaskingCollator.for_evaluation(tokenizer, eval_args.mlm_probability, eval_args.seed)
     model = load_model(model_args, tokenizer)
 
     results, top_k = evaluate_masked_lm(

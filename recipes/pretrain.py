@@ -13,11 +13,11 @@ from transformers import set_seed
 from clinical_modernbert.artifacts import RUN_FACTS_FILE
 from clinical_modernbert.checkpoints import resolve_checkpoint
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
-from clinical_modernbert.evaluation import MLMTopKMetrics
 from clinical_modernbert.hub import claim_push_to_hub, push_model_dir
 from clinical_modernbert.lexicon import Lexicon
 from clinical_modernbert.logging_setup import setup_logging
 from clinical_modernbert.masking import MaskingScheduleCallback
+from clinical_modernbert.metrics.mlm_topk_metrics import MLMTopKMetrics
 from clinical_modernbert.modeling import load_model, load_tokenizer
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.phases import run_phases

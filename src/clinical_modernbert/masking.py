@@ -90,7 +90,7 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
     at. With a `seed`, training masks are a function of (seed, batch number) only, so a resumed run draws the masks
     an uninterrupted one would; without a schedule (evaluation) the rate is `mlm_probability` and the masks are drawn
     per document from (seed, the document's ids, position): with uniform masking (`medical_weight` 1, as
-    `evaluation.build_eval_collator`) a document is masked the same way whatever the batch size, the number of
+    `for_evaluation`) a document is masked the same way whatever the batch size, the number of
     processes or the documents packed beside it.
     """
 
@@ -131,6 +131,15 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
         self._special[placeholder_ids(self.tokenizer)] = True  # never masked either: they carry no signal
         if self.whole_word_masking:
             self._continues_word, self._ends_in_punctuation = _word_tables(self.tokenizer)
+
+    @classmethod
+    def for_evaluation(cls, tokenizer, mlm_probability: float, seed: int) -> MedicalMaskingCollator:
+        """Uniform token-level masking at a fixed rate and seed, so that every token is equally likely to count.
+
+        Used by `recipes/evaluate_mlm.py` and by the pretraining run's own evaluation, so their numbers are comparable.
+        """
+        return cls(tokenizer=tokenizer, mlm_probability=mlm_probability, seed=seed, medical_weight=1.0,
+                   whole_term_masking=False)
 
     @property
     def current_probability(self) -> float:

@@ -18,7 +18,6 @@ from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainCo
 from .data.rows import DOC_LENGTHS, INPUT_IDS, StreamRow
 from .data.sources import local_files
 from .data.stream import PackedStream, materialise
-from .evaluation import build_eval_collator
 from .lexicon import Lexicon
 from .masking import MaskingSchedule, MedicalMaskingCollator, check_probability
 
@@ -120,7 +119,7 @@ def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainCon
     # one seed per process, or every rank would draw the same masks
     train = MedicalMaskingCollator(schedule=schedule, seed=args.seed + args.process_index, **common)
     eval_probability = check_probability("eval_mlm_probability", masking_args.eval_mlm_probability)
-    return train, build_eval_collator(tokenizer, eval_probability, args.seed)
+    return train, MedicalMaskingCollator.for_evaluation(tokenizer, eval_probability, args.seed)
 
 
 def set_cpu_threads(args: PretrainConfig) -> None:

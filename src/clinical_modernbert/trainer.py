@@ -29,7 +29,7 @@ class MLMTrainer(Trainer):
 
     - pops `document_ids` and turns it into per-layer-type document masks (or flash varlen kwargs);
     - evaluates with `eval_data_collator` (fixed masking rate and seed), handing `(labels, medical_mask,
-      mask_input)` to the metrics (see `evaluation.MLMTopKMetrics`);
+      mask_input)` to the metrics (see `metrics.mlm_topk_metrics.MLMTopKMetrics`);
     - totals the per-source stream counters and masking counters, logs the masking shares;
     - saves the stream position with each checkpoint, marks checkpoints complete, and restores it on resume.
     """
