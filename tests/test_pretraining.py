@@ -28,13 +28,13 @@ def corpus(tmp_path):
 def streams_built(monkeypatch):
     """How many evaluation streams `build_eval_set` reads."""
     built = []
-    real = pretraining.PackedStream
+    real = pretraining.EvaluationRows
 
     def counting(*args, **kwargs):
-        built.append(kwargs.get("split"))
+        built.append("eval" if kwargs.get("held_out", True) else "all")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pretraining, "PackedStream", counting)
+    monkeypatch.setattr(pretraining, "EvaluationRows", counting)
     return built
 
 

@@ -23,7 +23,7 @@ from transformers import TrainingArguments
 from .artifacts import COUNTED_POSITIONS, MASK_ONLY_POSITIONS, MLM_EVAL_FILE, MlmEvalReport
 from .configs import DataArguments, EvaluationArguments
 from .data.rows import INPUT_IDS
-from .data.stream import PackedStream, materialise
+from .data.stream import EvaluationRows, materialise
 from .lexicon import Lexicon
 from .metrics.mlm_topk_metrics import PROTOCOLS, MLMTopKMetrics
 from .trainer import MLMTrainer
@@ -41,8 +41,8 @@ def build_eval_lexicon(eval_args: EvaluationArguments) -> Lexicon | None:
 
 def build_eval_dataset(data_args: DataArguments, eval_args: EvaluationArguments, tokenizer, lexicon) -> Dataset:
     """Packed rows of the evaluation text: the held-out documents of the sources, or all of them."""
-    split = "eval" if eval_args.split == "held_out" else "all"
-    dataset = materialise(PackedStream(data_args, tokenizer, lexicon, split=split, seed=eval_args.seed))
+    held_out = eval_args.split == "held_out"
+    dataset = materialise(EvaluationRows(data_args, tokenizer, lexicon, held_out=held_out, seed=eval_args.seed))
     if dataset is None:
         raise ValueError(
             f"No evaluation text: no document of {[s.name for s in data_args.sources]} is held out "

@@ -17,7 +17,7 @@ from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, VOCABULARY_REPOR
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from .data.rows import DOC_LENGTHS, INPUT_IDS, StreamRow
 from .data.sources import local_files
-from .data.stream import PackedStream, materialise
+from .data.stream import EvaluationRows, TrainingStream, materialise
 from .lexicon import Lexicon
 from .masking import MaskingSchedule, MedicalMaskingCollator, check_probability
 
@@ -27,11 +27,10 @@ logger = logging.getLogger(__name__)
 
 def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: PretrainConfig):
     """The training stream (this process's shard) and the held-out evaluation rows (materialised once)."""
-    train = PackedStream(
+    train = TrainingStream(
         data_args,
         tokenizer,
         lexicon,
-        split="train",
         seed=args.seed,
         rank=args.process_index,
         world_size=args.world_size,
@@ -61,7 +60,7 @@ def build_eval_set(data_args: DataArguments, tokenizer, lexicon: Lexicon | None,
             eval_dataset = Dataset.load_from_disk(str(path))
             logger.info("Data: %d evaluation rows loaded from %s", len(eval_dataset), path)
             return eval_dataset
-        stream = PackedStream(data_args, tokenizer, lexicon, split="eval", seed=args.seed)
+        stream = EvaluationRows(data_args, tokenizer, lexicon, seed=args.seed)
         eval_dataset = materialise(stream)
         if eval_dataset is None:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""The keys of a stream row (what `PackedStream` yields) and of a masked batch (what `MedicalMaskingCollator` makes
+"""The keys of a stream row (what `data.stream` yields) and of a masked batch (what `MedicalMaskingCollator` makes
 of rows and `MLMTrainer` consumes), declared once and used by name.
 
 Rows carry `term_flags` (0 other token, 1 first token of a medical term, 2 continuation: whole-term masking needs
