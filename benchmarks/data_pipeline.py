@@ -3,7 +3,7 @@
     python benchmarks/data_pipeline.py [--corpus ../shared/data/corpus/pubmed_ohsumed.jsonl] [--repeats 7]
 
 Prints a table and writes benchmarks/results/data_pipeline.json:
-- pipeline document tokens/s (PackedStream with the real ModernBERT tokenizer and the default lexicon, from the first
+- pipeline document tokens/s (TrainingStream with the real ModernBERT tokenizer and the default lexicon, from the first
   read to the last packed row; building the stream, a one-off, is timed apart) against the raw tokenizer on the texts
   already in memory, in the stream's blocks, both as `tokenizer(texts)` and as the backend's `encode_batch` (the
   faster of the two is the baseline). The pipeline itself calls `encode_batch_fast` (ids only, no offsets: see
@@ -29,7 +29,7 @@ from transformers import AutoTokenizer, ModernBertConfig, ModernBertForMaskedLM
 from clinical_modernbert.assets import EMBEDDED_MODEL_CONFIG
 from clinical_modernbert.attention import packed_attention_inputs
 from clinical_modernbert.configs import DataArguments
-from clinical_modernbert.data.stream import BLOCK_CHARS, PackedStream
+from clinical_modernbert.data.stream import BLOCK_CHARS, TrainingStream
 from clinical_modernbert.lexicon import Lexicon
 from clinical_modernbert.masking import MedicalMaskingCollator
 
@@ -42,7 +42,7 @@ def read_texts(path):
 
 
 def blocks(texts):
-    """`texts` in blocks of `BLOCK_CHARS` characters, as PackedStream tokenizes them."""
+    """`texts` in blocks of `BLOCK_CHARS` characters, as the stream tokenizes them."""
     block, chars = [], 0
     for text in texts:
         block.append(text)
@@ -106,7 +106,7 @@ def packed_stream(corpus, tokenizer, lexicon, max_len, packing):
         sources=[{"name": "pubmed", "path": "json", "data_files": str(corpus)}],
         max_seq_length=max_len, packing=packing, eval_fraction=0.0,
     )
-    return PackedStream(args, tokenizer, lexicon, passes=1)
+    return TrainingStream(args, tokenizer, lexicon, passes=1)
 
 
 def stream_rate(corpus, tokenizer, lexicon, max_len):

@@ -38,8 +38,8 @@ def run_point(mode: str, count: int, seq_len: int, vocab: int) -> dict:
     from datasets import Dataset
     from transformers import ModernBertConfig, ModernBertForMaskedLM, TrainingArguments
 
-    from clinical_modernbert.evaluation import MLMTopKMetrics
     from clinical_modernbert.masking import MedicalMaskingCollator
+    from clinical_modernbert.metrics.mlm_topk_metrics import MLMTopKMetrics
     from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
     from clinical_modernbert.trainer import MLMTrainer
 

@@ -25,7 +25,7 @@ from transformers import AutoTokenizer, ModernBertConfig, ModernBertForMaskedLM
 from clinical_modernbert.assets import EMBEDDED_CORPUS, EMBEDDED_TOKENIZER_DIR
 from clinical_modernbert.attention import packed_attention_inputs
 from clinical_modernbert.configs import DataArguments
-from clinical_modernbert.data.stream import PackedStream
+from clinical_modernbert.data.stream import TrainingStream
 from clinical_modernbert.flops import training_flops
 from clinical_modernbert.masking import MedicalMaskingCollator
 
@@ -59,7 +59,7 @@ def synchronize(device):
 def packed_batches(tokenizer, seq_len, rows, steps):
     corpus = SHARED / "data/corpus/pubmed_ohsumed.jsonl"
     source = {"name": "pubmed", "path": "json", "data_files": str(corpus if corpus.is_file() else EMBEDDED_CORPUS)}
-    stream = iter(PackedStream(DataArguments(sources=[source], max_seq_length=seq_len, eval_fraction=0.0), tokenizer))
+    stream = iter(TrainingStream(DataArguments(sources=[source], max_seq_length=seq_len, eval_fraction=0.0), tokenizer))
     collator = MedicalMaskingCollator(tokenizer=tokenizer, mlm_probability=0.3, seed=0, pad_to_multiple_of=seq_len)
     batches = []
     for _ in range(steps):

@@ -116,7 +116,7 @@ def main():
             functions["stock_whole_word"] = lambda examples=with_offsets: stock_whole_word(examples)
         seconds = median_seconds(functions, args.repeats)
         tokens = batch * length
-        medical = sum(f > 0 for r in rows for f in r["medical_mask"]) / sum(len(r["medical_mask"]) for r in rows)
+        medical = sum(f > 0 for r in rows for f in r["term_flags"]) / sum(len(r["term_flags"]) for r in rows)
         results["shapes"].append({
             "batch": batch, "length": length, "medical_token_share": medical,
             "tokens_per_s": {name: tokens / s for name, s in seconds.items()},

@@ -13,11 +13,9 @@ import logging
 from accelerate import PartialState
 from transformers import set_seed
 
-from clinical_modernbert.artifacts import save_json
 from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.configs import DataArguments, EvaluationArguments, ModelArguments
 from clinical_modernbert.evaluation import (
-    build_eval_collator,
     build_eval_dataset,
     build_eval_lexicon,
     evaluate_masked_lm,
@@ -25,6 +23,7 @@ from clinical_modernbert.evaluation import (
     format_table,
     results_path,
 )
+from clinical_modernbert.masking import MedicalMaskingCollator
 from clinical_modernbert.modeling import check_max_seq_length, load_model, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ def main(model_args, data_args, eval_args):
     tokenizer = load_tokenizer(model_args)
     lexicon = build_eval_lexicon(eval_args)
     dataset = build_eval_dataset(data_args, eval_args, tokenizer, lexicon)
-    collator = build_eval_collator(tokenizer, eval_args.mlm_probability, eval_args.seed)
+    collator = MedicalMaskingCollator.for_evaluation(tokenizer, eval_args.mlm_probability, eval_args.seed)
     model = load_model(model_args, tokenizer)
 
     results, top_k = evaluate_masked_lm(
@@ -51,7 +50,7 @@ def main(model_args, data_args, eval_args):
     print(format_table(results, top_k))
     report = evaluation_report(model_args.model_name_or_path, data_args, eval_args, dataset, collator, top_k, results)
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_json(report, output)
+    report.save(output)
     logger.info("Save: results in %s", output)
 
 

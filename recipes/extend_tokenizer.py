@@ -16,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from clinical_modernbert.artifacts import ADDED_TOKENS_FILE, VOCABULARY_REPORT_FILE, save_json
+from clinical_modernbert.artifacts import ADDED_TOKENS_FILE, VOCABULARY_REPORT_FILE, VocabularyReport
 from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.configs import ModelArguments, VocabularyArguments
 from clinical_modernbert.lexicon import read_terms
@@ -34,7 +34,7 @@ from clinical_modernbert.vocabulary import (
 logger = logging.getLogger(__name__)
 
 
-def main(args: VocabularyArguments) -> dict:
+def main(args: VocabularyArguments) -> VocabularyReport:
     sources = args.mined_sources
     excluded = [s.name for s in args.sources if s not in sources]
     if excluded:
@@ -91,10 +91,11 @@ def main(args: VocabularyArguments) -> dict:
     tokenizer.save_pretrained(output_dir)
 
     logger.info("Eval: fertility on %d held-out documents and %d lexicon(s)", len(heldout), len(lexicons))
-    report = {**summary, **fertility_report(tokenizer, {"heldout_text": heldout}, lexicons, before=base)}
-    for name, pair in report["fertility"].items():
+    fertility = fertility_report(tokenizer, {"heldout_text": heldout}, lexicons, before=base)
+    report = VocabularyReport(**summary, **fertility)
+    for name, pair in report.fertility.items():
         logger.info("Eval: %s fertility %s", name, ", ".join(f"{k} {v:.3f}" for k, v in pair.items()))
-    save_json(report, output_dir / VOCABULARY_REPORT_FILE)
+    report.save(output_dir / VOCABULARY_REPORT_FILE)
     logger.info("Save: tokenizer%s and %s in %s", " + model" if args.mode == "extend" else "", VOCABULARY_REPORT_FILE,
                 output_dir)
     return report

@@ -6,7 +6,6 @@
 
 import logging
 
-from clinical_modernbert.artifacts import save_json
 from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.finetuning import FinetuneArguments, FinetuneTrainingArguments, finetune, results_path
 
@@ -18,10 +17,10 @@ def main(args, training_args):
     if training_args.process_index == 0:
         path = results_path(args, training_args)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_json(results, path)
-        summary = ", ".join(f"{name} {m['mean']:.4f} ± {m['std']:.4f}" for name, m in results["metrics"].items())
-        logger.info("Save: %s on %s over %d seed(s): %s -> %s", results["task"], results["split"],
-                    len(results["seeds"]), summary, path)
+        results.save(path)
+        summary = ", ".join(f"{name} {m['mean']:.4f} ± {m['std']:.4f}" for name, m in results.metrics.items())
+        logger.info("Save: %s on %s over %d seed(s): %s -> %s", results.task, results.split, len(results.seeds),
+                    summary, path)
     return results
 
 

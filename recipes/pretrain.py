@@ -10,14 +10,14 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from clinical_modernbert.artifacts import RUN_FACTS_FILE, save_json
+from clinical_modernbert.artifacts import RUN_FACTS_FILE
 from clinical_modernbert.checkpoints import resolve_checkpoint
 from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
-from clinical_modernbert.evaluation import MLMTopKMetrics
 from clinical_modernbert.hub import claim_push_to_hub, push_model_dir
 from clinical_modernbert.lexicon import Lexicon
 from clinical_modernbert.masking import MaskingScheduleCallback
+from clinical_modernbert.metrics.mlm_topk_metrics import MLMTopKMetrics
 from clinical_modernbert.modeling import check_max_seq_length, load_model, load_tokenizer
 from clinical_modernbert.phases import run_phases
 from clinical_modernbert.pretraining import (
@@ -86,7 +86,7 @@ def train_phase(phase, model_args, data_args, masking_args, training_args):
     trainer.save_state()
     if trainer.is_world_process_zero():
         carry_vocabulary_report(model_args, training_args.output_dir)
-        save_json(facts, Path(training_args.output_dir) / RUN_FACTS_FILE)  # last: it marks the run finished
+        facts.save(Path(training_args.output_dir) / RUN_FACTS_FILE)  # last: it marks the run finished
         logger.info("Save: model, tokenizer and run facts in %s", training_args.output_dir)
         logger.info(
             "Load it with: AutoModelForMaskedLM.from_pretrained(%r) or pipeline('fill-mask', model=%r)",

@@ -74,7 +74,7 @@ SMOKE_CONFIG = REPO_ROOT / "recipes" / "configs" / "finetune_smoke.yaml"
 
 
 def run_finetune_recipe(args: list[str]) -> dict:
-    """`recipes/finetune.py` in-process (same parsing as the command line)."""
+    """`recipes/finetune.py` in-process (same parsing as the command line); its results as written to JSON."""
     import importlib.util
 
     from clinical_modernbert.finetuning import FinetuneArguments, FinetuneTrainingArguments
@@ -83,7 +83,7 @@ def run_finetune_recipe(args: list[str]) -> dict:
     spec = importlib.util.spec_from_file_location("finetune_recipe", REPO_ROOT / "recipes" / "finetune.py")
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
-    return recipe.main(*parse_recipe_args([FinetuneArguments, FinetuneTrainingArguments], args=args))
+    return recipe.main(*parse_recipe_args([FinetuneArguments, FinetuneTrainingArguments], args=args)).to_json()
 
 
 def cpu_ddp_launcher() -> list[str]:

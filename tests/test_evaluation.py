@@ -18,14 +18,13 @@ from transformers import EvalPrediction, ModernBertForMaskedLM, ModernBertModel
 from clinical_modernbert.attention import packed_attention_inputs
 from clinical_modernbert.configs import DataArguments, EvaluationArguments, ModelArguments
 from clinical_modernbert.evaluation import (
-    MLMTopKMetrics,
-    build_eval_collator,
     build_eval_dataset,
     evaluate_masked_lm,
-    top_k_ids,
 )
 from clinical_modernbert.lexicon import Lexicon
+from clinical_modernbert.masking import MedicalMaskingCollator
 from clinical_modernbert.metrics import MLM_TOPK_ACCURACY
+from clinical_modernbert.metrics.mlm_topk_metrics import MLMTopKMetrics, top_k_ids
 from clinical_modernbert.tokenizer_training import train_bpe_tokenizer
 
 DRUGS = ["metformin", "warfarin", "aspirin", "insulin", "heparin"]
@@ -146,7 +145,7 @@ def manual_evaluation(model, dataset, collator, batch_size: int, top_k) -> dict:
         batch = collator(examples)
         medical = torch.zeros_like(batch["input_ids"])
         for row, example in enumerate(examples):
-            medical[row, : len(example["medical_mask"])] = torch.tensor(example["medical_mask"]) > 0
+            medical[row, : len(example["term_flags"])] = torch.tensor(example["term_flags"]) > 0
         attention = packed_attention_inputs(model.config, batch["document_ids"])
         with torch.no_grad():
             logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **attention).logits
@@ -171,7 +170,7 @@ def test_trainer_evaluation_equals_direct_computation_dense_and_sparse(tokenizer
     lexicon = Lexicon.from_files([str(files / "lexicon.txt")], use_default=False)
     dataset = build_eval_dataset(data_args(files), args, tokenizer, lexicon)
     model = ModernBertForMaskedLM.from_pretrained(model_dir).eval()
-    collator = build_eval_collator(tokenizer, args.mlm_probability, args.seed)
+    collator = MedicalMaskingCollator.for_evaluation(tokenizer, args.mlm_probability, args.seed)
     expected = manual_evaluation(model, dataset, collator, 3, args.top_k)
     assert expected["medical_num_positions"] > 20 and expected["other_num_positions"] > 20
     assert 0.7 < expected["mask_only_num_positions"] / expected["num_positions"] < 0.9
@@ -180,7 +179,7 @@ def test_trainer_evaluation_equals_direct_computation_dense_and_sparse(tokenizer
         results, top_k = evaluate_masked_lm(model, tokenizer, dataset, collator, args, True, str(tmp_path))
         assert top_k == [1, 5, 25]
         assert {k: results[k] for k in expected} == pytest.approx(expected, rel=1e-5)
-    collator = build_eval_collator(tokenizer, args.mlm_probability, args.seed)
+    collator = MedicalMaskingCollator.for_evaluation(tokenizer, args.mlm_probability, args.seed)
     results, _ = evaluate_masked_lm(model, tokenizer, dataset, collator, args, False, str(tmp_path))
     assert not any(key.startswith(("medical_", "other_")) for key in results)
     assert results["top_5"] == pytest.approx(expected["top_5"], rel=1e-5)
@@ -193,7 +192,7 @@ def test_figures_do_not_depend_on_the_batch_size(tokenizer, files, model_dir, tm
     for batch_size in (1, 16):
         args = eval_args(files, per_device_eval_batch_size=batch_size)
         dataset = build_eval_dataset(data_args(files), args, tokenizer, lexicon)
-        collator = build_eval_collator(tokenizer, args.mlm_probability, args.seed)
+        collator = MedicalMaskingCollator.for_evaluation(tokenizer, args.mlm_probability, args.seed)
         results, _ = evaluate_masked_lm(model, tokenizer, dataset, collator, args, True, str(tmp_path))
         figures.append(results)
     assert len(dataset) > 16 and figures[0]["mask_only_num_positions"] > 0

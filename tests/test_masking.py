@@ -47,7 +47,7 @@ def rows(tokenizer, n_rows, length, medical_share=0.2, docs=4, seed=0):
                     k += 1
             ids += [tokenizer.cls_token_id, *body, tokenizer.sep_token_id]
             flags += [0, *body_flags, 0]
-        out.append({"input_ids": ids, "medical_mask": flags, "doc_lengths": doc_lengths})
+        out.append({"input_ids": ids, "term_flags": flags, "doc_lengths": doc_lengths})
     return out
 
 
@@ -73,7 +73,7 @@ def terms(flags):
 def flag_tensor(batch, examples):
     flags = torch.zeros_like(batch["labels"])
     for b, e in enumerate(examples):
-        flags[b, : len(e["medical_mask"])] = torch.tensor(e["medical_mask"])
+        flags[b, : len(e["term_flags"])] = torch.tensor(e["term_flags"])
     return flags
 
 
@@ -213,7 +213,7 @@ def test_special_and_padding_tokens_are_never_masked(embedded_tokenizer, units):
     examples = rows(embedded_tokenizer, 8, 512, seed=5)
     for k, e in enumerate(examples):  # ragged rows: padding
         cut = 512 - 13 * k
-        e["input_ids"], e["medical_mask"] = e["input_ids"][:cut], e["medical_mask"][:cut]
+        e["input_ids"], e["term_flags"] = e["input_ids"][:cut], e["term_flags"][:cut]
         e["doc_lengths"] = e["doc_lengths"][:-1] + [cut - sum(e["doc_lengths"][:-1])]
     batch = collator(embedded_tokenizer, mlm_probability=0.9, pad_to_multiple_of=64, **units)(examples)
     ids = torch.full_like(batch["input_ids"], embedded_tokenizer.pad_token_id)
@@ -322,13 +322,13 @@ def per_document(examples, batch, keys=("input_ids", "labels", "mask_input")) ->
 
 def repacked(examples, seed):
     """The same documents packed into rows in another order: other neighbours, other offsets, other row lengths."""
-    docs = [(e["input_ids"][s : s + n], e["medical_mask"][s : s + n])
+    docs = [(e["input_ids"][s : s + n], e["term_flags"][s : s + n])
             for e in examples for s, n in zip(accumulate([0] + e["doc_lengths"][:-1]), e["doc_lengths"])]
     order = torch.randperm(len(docs), generator=torch.Generator().manual_seed(seed)).tolist()
     out = []
     for chunk in (order[i : i + 3] for i in range(0, len(order), 3)):
         out.append({"input_ids": [t for i in chunk for t in docs[i][0]],
-                    "medical_mask": [f for i in chunk for f in docs[i][1]],
+                    "term_flags": [f for i in chunk for f in docs[i][1]],
                     "doc_lengths": [len(docs[i][0]) for i in chunk]})
     return out
 
@@ -345,7 +345,7 @@ def test_evaluation_masks_depend_only_on_seed_document_and_position(embedded_tok
     assert whole == per_document(examples, eval_collator(embedded_tokenizer)(examples))  # a fresh collator
     assert whole != per_document(examples, eval_collator(embedded_tokenizer, seed=43)(examples))
     # a row without doc_lengths is one document
-    single = {"input_ids": examples[0]["input_ids"][:128], "medical_mask": examples[0]["medical_mask"][:128]}
+    single = {"input_ids": examples[0]["input_ids"][:128], "term_flags": examples[0]["term_flags"][:128]}
     assert torch.equal(c([single])["labels"], c([{**single, "doc_lengths": [128]}])["labels"])
 
 

@@ -26,10 +26,10 @@ from clinical_modernbert.artifacts import (
     TRAINING_CURVES_FILE,
     VOCABULARY_REPORT_FILE,
 )
+from clinical_modernbert.artifacts.run_facts import MEASURED_KEYS
 from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
 from clinical_modernbert.hub import plan_model_upload
 from clinical_modernbert.model_card import (
-    MEASURED_KEYS,
     card_template,
     plot_training_curves,
     read_run,

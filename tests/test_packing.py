@@ -12,13 +12,13 @@ def test_long_document_is_split_into_chunks_not_truncated():
     assert all(len(c) <= 8 for c in chunks) and [len(c) for c in chunks] == [8, 8, 8, 8, 3]
     assert [t for c in chunks for t in c.input_ids] == ids
     # the term cut at the border (positions 4..6 -> chunk 0 holds 4,5; chunk 1 holds 6) restarts as a term
-    assert chunks[0].medical_mask == [0, 0, 0, 0, 1, 2]
-    assert chunks[1].medical_mask[0] == 1
+    assert chunks[0].term_flags == [0, 0, 0, 0, 1, 2]
+    assert chunks[1].term_flags[0] == 1
 
 
 def test_short_document_is_one_chunk():
     [chunk] = chunk_document([5, 6, 7], [1, 2, 0], source=3, max_len=5)
-    assert (chunk.input_ids, chunk.medical_mask, chunk.source, len(chunk)) == ([5, 6, 7], [1, 2, 0], 3, 5)
+    assert (chunk.input_ids, chunk.term_flags, chunk.source, len(chunk)) == ([5, 6, 7], [1, 2, 0], 3, 5)
 
 
 def _random_chunks(n, max_len, seed=0):
@@ -107,7 +107,7 @@ def test_row_to_example_wraps_and_concatenates_documents():
     row = [Chunk([5], [1], 0), Chunk([6, 7], [0, 2], 1)]
     assert row_to_example(row, cls_id=1, sep_id=2) == {
         "input_ids": [1, 5, 2, 1, 6, 7, 2],
-        "medical_mask": [0, 1, 0, 0, 0, 2, 0],
+        "term_flags": [0, 1, 0, 0, 0, 2, 0],
         "doc_lengths": [3, 4],
     }
 

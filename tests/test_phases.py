@@ -10,6 +10,7 @@ from conftest import REPO_ROOT
 from test_pretrain_recipe import run_recipe
 from transformers import get_scheduler
 
+from clinical_modernbert.artifacts import RunFacts
 from clinical_modernbert.checkpoints import run_is_finished
 from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
 from clinical_modernbert.parsing import parse_recipe_args
@@ -149,19 +150,21 @@ def test_phases_follow_one_masking_schedule(tmp_path, embedded_tokenizer):
 
 def test_combined_facts_sum_counts_and_continue_the_log():
     def facts(name, steps, tokens, base):
-        return {"base_model": base, "from_scratch_config": None, "steps": steps, "tokens_trained": tokens,
-                "max_seq_length": 128 * steps, "sources": {"pubmed": {"documents": steps, "tokens": tokens}},
-                "masking_counts": {"masked": 2 * steps},
-                "phases": [{"name": name, "steps": steps, "tokens_trained": tokens}],
-                "log_history": [{"step": s, "loss": 1.0} for s in range(1, steps + 1)] + [{"train_runtime": 1.0}]}
+        return RunFacts(
+            base_model=base, global_batch_size=8, max_seq_length=128 * steps, packing=True, attn_implementation="sdpa",
+            precision="fp32", learning_rate=1e-4, source_weights={"pubmed": 1.0}, source_paths={"pubmed": "json"},
+            masking={}, steps=steps, tokens_trained=tokens,
+            sources={"pubmed": {"documents": steps, "tokens": tokens}}, masking_counts={"masked": 2 * steps},
+            phases=[{"name": name, "steps": steps, "tokens_trained": tokens}],
+            log_history=[{"step": s, "loss": 1.0} for s in range(1, steps + 1)] + [{"train_runtime": 1.0}])
 
     combined = combine_facts([facts("short", 3, 30, "org/base"), facts("long", 2, 50, "run/phase-short")])
-    assert combined["base_model"] == "org/base" and combined["max_seq_length"] == 256
-    assert (combined["steps"], combined["tokens_trained"]) == (5, 80)
-    assert combined["sources"] == {"pubmed": {"documents": 5, "tokens": 80}}
-    assert combined["masking_counts"] == {"masked": 10}
-    assert [p["name"] for p in combined["phases"]] == ["short", "long"]
-    assert [e["step"] for e in combined["log_history"] if "step" in e] == [1, 2, 3, 4, 5]
+    assert combined.base_model == "org/base" and combined.max_seq_length == 256
+    assert (combined.steps, combined.tokens_trained) == (5, 80)
+    assert combined.sources == {"pubmed": {"documents": 5, "tokens": 80}}
+    assert combined.masking_counts == {"masked": 10}
+    assert [p["name"] for p in combined.phases] == ["short", "long"]
+    assert [e["step"] for e in combined.log_history if "step" in e] == [1, 2, 3, 4, 5]
 
 
 def test_a_phase_is_finished_when_its_run_facts_cover_its_steps(tmp_path):

@@ -28,13 +28,13 @@ def corpus(tmp_path):
 def streams_built(monkeypatch):
     """How many evaluation streams `build_eval_set` reads."""
     built = []
-    real = pretraining.PackedStream
+    real = pretraining.EvaluationRows
 
     def counting(*args, **kwargs):
-        built.append(kwargs.get("split"))
+        built.append("eval" if kwargs.get("held_out", True) else "all")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pretraining, "PackedStream", counting)
+    monkeypatch.setattr(pretraining, "EvaluationRows", counting)
     return built
 
 
@@ -58,7 +58,7 @@ def test_eval_set_is_streamed_once_then_loaded(tmp_path, corpus, embedded_tokeni
         again = build(tmp_path, corpus, embedded_tokenizer, lexicon)
     assert streams_built == ["eval"] and "evaluation rows loaded from" in caplog.text
     assert again.to_list() == first.to_list() and sum(map(len, first["doc_lengths"])) == 40
-    assert any(flag for row in again["medical_mask"] for flag in row)
+    assert any(flag for row in again["term_flags"] for flag in row)
 
 
 @pytest.mark.parametrize(

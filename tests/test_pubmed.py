@@ -236,7 +236,7 @@ def test_base_config_streams_the_folders_the_prepare_recipes_write(tmp_path, mon
 
     from clinical_modernbert.configs import DataArguments, PrepareMimicArguments
     from clinical_modernbert.corpora.mimic import prepare_mimic
-    from clinical_modernbert.data.stream import PackedStream
+    from clinical_modernbert.data.stream import TrainingStream
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "baseline").mkdir()
@@ -248,7 +248,7 @@ def test_base_config_streams_the_folders_the_prepare_recipes_write(tmp_path, mon
     config = yaml.safe_load((REPO_ROOT / "recipes" / "configs" / "clinical_modernbert_base.yaml").read_text())
     sources = [s for s in config["sources"] if s["name"] in ("pubmed", "mimic_iv_notes")]
     args = DataArguments(sources=sources, max_seq_length=64, eval_fraction=0.0)
-    rows = list(PackedStream(args, embedded_tokenizer, passes=1))
+    rows = list(TrainingStream(args, embedded_tokenizer, passes=1))
     documents = [sum(row["stream_stats"][k][0] for row in rows) for k in range(len(sources))]  # per source
     assert [s["name"] for s in sources] == ["pubmed", "mimic_iv_notes"] and all(n > 0 for n in documents), documents
 

@@ -13,7 +13,7 @@ from hub_server import Commit, HubServer, Repo, _oid
 
 from clinical_modernbert.configs import DataArguments, SourceConfig
 from clinical_modernbert.data.sources import next_row
-from clinical_modernbert.data.stream import STAT_FIELDS, PackedStream
+from clinical_modernbert.data.stream import STAT_FIELDS, EvaluationRows, TrainingStream
 from clinical_modernbert.lexicon import Lexicon
 
 DOC_ID = re.compile(r"\bdoc(\d+)x\b")
@@ -58,8 +58,8 @@ def one_source(tmp_path):
 
 def test_held_out_documents_never_reach_training(one_source, embedded_tokenizer):
     args = data_args(one_source)
-    train = doc_ids(PackedStream(args, embedded_tokenizer, passes=1), embedded_tokenizer)
-    held = doc_ids(PackedStream(args, embedded_tokenizer, split="eval"), embedded_tokenizer)
+    train = doc_ids(TrainingStream(args, embedded_tokenizer, passes=1), embedded_tokenizer)
+    held = doc_ids(EvaluationRows(args, embedded_tokenizer), embedded_tokenizer)
     assert not set(train) & set(held)
     assert sorted(set(train) | set(held)) == list(range(300))
     assert len(held) == len(set(held)) and 30 < len(held) < 90  # ~20% of 300 (binomial sd ~7)
@@ -67,7 +67,7 @@ def test_held_out_documents_never_reach_training(one_source, embedded_tokenizer)
 
 def test_rows_respect_length_and_documents_are_chunked_not_truncated(one_source, embedded_tokenizer):
     args = data_args(one_source, eval_fraction=0.0, max_seq_length=32)
-    rows = list(PackedStream(args, embedded_tokenizer, passes=1))
+    rows = list(TrainingStream(args, embedded_tokenizer, passes=1))
     assert all(len(r["input_ids"]) <= 32 and sum(r["doc_lengths"]) == len(r["input_ids"]) for r in rows)
     n_text_tokens = sum(len(t) for t in embedded_tokenizer([d["text"] for d in corpus(300)],
                                                             add_special_tokens=False)["input_ids"])
@@ -77,7 +77,7 @@ def test_rows_respect_length_and_documents_are_chunked_not_truncated(one_source,
 
 def test_two_processes_read_disjoint_shards_covering_everything(one_source, embedded_tokenizer):
     args = data_args(one_source, eval_fraction=0.0)
-    seen = [doc_ids(PackedStream(args, embedded_tokenizer, rank=r, world_size=2, passes=1), embedded_tokenizer)
+    seen = [doc_ids(TrainingStream(args, embedded_tokenizer, rank=r, world_size=2, passes=1), embedded_tokenizer)
             for r in (0, 1)]
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == list(range(300))
@@ -90,9 +90,9 @@ def test_mixture_is_deterministic_and_follows_weights(tmp_path, embedded_tokeniz
          "weight": 1.0},
     ]
     args = data_args(sources, eval_fraction=0.0)
-    first = list(PackedStream(args, embedded_tokenizer, seed=3, passes=1))
-    assert first == list(PackedStream(args, embedded_tokenizer, seed=3, passes=1))
-    assert first != list(PackedStream(args, embedded_tokenizer, seed=4, passes=1))
+    first = list(TrainingStream(args, embedded_tokenizer, seed=3, passes=1))
+    assert first == list(TrainingStream(args, embedded_tokenizer, seed=3, passes=1))
+    assert first != list(TrainingStream(args, embedded_tokenizer, seed=4, passes=1))
     # all_exhausted: the pass ends when "b" (drawn with p=1/4) has given its 400 documents; by then "a" has been
     # drawn ~ NegativeBinomial(400, 1/4) times: mean 1200, sd sqrt(400 * 3/4) / (1/4) = 69. Allow 4 sd.
     counts = stats(first)
@@ -107,7 +107,7 @@ def test_bad_documents_are_skipped_and_counted(tmp_path, embedded_tokenizer, cap
              b'{"text": "bad \xff\xfe bytes"}', json.dumps({"text": ""}).encode()]
     path.write_bytes(b"\n".join(lines) + b"\n")
     args = data_args([{"name": "messy", "path": "json", "data_files": str(path)}], eval_fraction=0.0)
-    counts = stats(list(PackedStream(args, embedded_tokenizer, passes=1)))[0]
+    counts = stats(list(TrainingStream(args, embedded_tokenizer, passes=1)))[0]
     assert counts["documents"] == 2 and counts["skipped_empty"] == 2
     assert counts["skipped_non_string"] == 2 and counts["utf8_replaced"] == 1
     assert "messy" in caplog.text
@@ -116,14 +116,14 @@ def test_bad_documents_are_skipped_and_counted(tmp_path, embedded_tokenizer, cap
 def test_missing_text_field_names_source_and_columns(tmp_path, embedded_tokenizer):
     path = write_jsonl(tmp_path / "x.jsonl", [{"body": "aspirin"}])
     with pytest.raises(ValueError, match=r"Source 'x' has no column\(s\) \['text'\]; available columns: \['body'\]"):
-        PackedStream(data_args([{"name": "x", "path": "json", "data_files": path}]), embedded_tokenizer)
+        TrainingStream(data_args([{"name": "x", "path": "json", "data_files": path}]), embedded_tokenizer)
 
 
 def test_empty_source_is_named(tmp_path, embedded_tokenizer):
     (tmp_path / "empty.jsonl").write_text("")
     spec = [{"name": "empty", "path": "json", "data_files": str(tmp_path / "empty.jsonl")}]
     with pytest.raises(ValueError, match="Source 'empty' yields no documents"):
-        PackedStream(data_args(spec), embedded_tokenizer)
+        TrainingStream(data_args(spec), embedded_tokenizer)
 
 
 @pytest.mark.parametrize("weight", [0, -1, float("inf"), float("nan"), "2"])
@@ -173,7 +173,7 @@ def test_code_table_becomes_text(tmp_path, embedded_tokenizer):
     table.write_text("code\tdescription\n250.00\tDiabetes mellitus without mention of complication\n")
     spec = [{"name": "icd9", "path": "csv", "data_files": str(table), "delimiter": "\t",
              "template": "ICD-9 code {code}: {description}"}]
-    rows = list(PackedStream(data_args(spec, eval_fraction=0.0), embedded_tokenizer, passes=1))
+    rows = list(TrainingStream(data_args(spec, eval_fraction=0.0), embedded_tokenizer, passes=1))
     assert embedded_tokenizer.decode(rows[0]["input_ids"], skip_special_tokens=True) == (
         "ICD-9 code 250.00: Diabetes mellitus without mention of complication"
     )
@@ -183,24 +183,24 @@ def test_medical_flags_travel_with_tokens(tmp_path, embedded_tokenizer):
     spec = [{"name": "n", "path": "json",
              "data_files": write_jsonl(tmp_path / "n.jsonl", [{"text": "Started aspirin for atrial fibrillation."}])}]
     lexicon = Lexicon(["aspirin", "atrial fibrillation"], match_codes=False)
-    row = next(iter(PackedStream(data_args(spec, eval_fraction=0.0), embedded_tokenizer, lexicon, passes=1)))
+    row = next(iter(TrainingStream(data_args(spec, eval_fraction=0.0), embedded_tokenizer, lexicon, passes=1)))
     tokens = embedded_tokenizer.convert_ids_to_tokens(row["input_ids"])
-    flagged = "".join(t if f else "|" for t, f in zip(tokens, row["medical_mask"]))
+    flagged = "".join(t if f else "|" for t, f in zip(tokens, row["term_flags"]))
     assert [p.replace("Ġ", " ").strip() for p in flagged.split("|") if p] == ["aspirin", "atrial fibrillation"]
-    assert row["medical_mask"].count(1) == 2
+    assert row["term_flags"].count(1) == 2
 
 
 def test_resumed_stream_continues_with_the_next_rows(one_source, embedded_tokenizer):
     args = data_args(one_source, eval_fraction=0.0, max_seq_length=48)
-    uninterrupted = list(PackedStream(args, embedded_tokenizer, block_chars=2_000, passes=1))
-    stream = PackedStream(args, embedded_tokenizer, block_chars=2_000, passes=1)
+    uninterrupted = list(TrainingStream(args, embedded_tokenizer, block_chars=2_000, passes=1))
+    stream = TrainingStream(args, embedded_tokenizer, block_chars=2_000, passes=1)
     consumed = []
     for row in stream:
         consumed.append(row)
         if len(consumed) == 37:
             break
     state = json.loads(json.dumps(stream.state_dict(consumed[-1]["stream_position"])))  # survives JSON
-    resumed = PackedStream(args, embedded_tokenizer, block_chars=2_000, passes=1)
+    resumed = TrainingStream(args, embedded_tokenizer, block_chars=2_000, passes=1)
     resumed.load_state_dict(state)
     rest = list(resumed)
     assert consumed + rest == uninterrupted  # rows, positions and counters (none counted twice)
@@ -210,15 +210,15 @@ def test_training_stream_starts_its_next_pass_itself(one_source, embedded_tokeni
     """The stream never ends: after the last document it packs on into the next pass, whose documents are the
     same ones (counted again); a resume from a row of the second pass continues there."""
     args = data_args(one_source, eval_fraction=0.0, max_seq_length=48)
-    one_pass = list(PackedStream(args, embedded_tokenizer, block_chars=2_000, passes=1))
-    two = list(PackedStream(args, embedded_tokenizer, block_chars=2_000, passes=2))
+    one_pass = list(TrainingStream(args, embedded_tokenizer, block_chars=2_000, passes=1))
+    two = list(TrainingStream(args, embedded_tokenizer, block_chars=2_000, passes=2))
     assert stats(two)[0]["documents"] == 2 * stats(one_pass)[0]["documents"] == 600
     assert sorted(doc_ids(two, embedded_tokenizer)) == sorted(2 * doc_ids(one_pass, embedded_tokenizer))
-    endless = PackedStream(args, embedded_tokenizer, block_chars=2_000)
+    endless = TrainingStream(args, embedded_tokenizer, block_chars=2_000)
     same = len(two) - 64  # the finite stream flushes its (at most 64) open rows at the end; the endless one packs on
     assert [row for _, row in zip(range(same), endless)] == two[:same]
     cut = len(one_pass) + 20
-    resumed = PackedStream(args, embedded_tokenizer, block_chars=2_000, passes=2)
+    resumed = TrainingStream(args, embedded_tokenizer, block_chars=2_000, passes=2)
     resumed.load_state_dict(endless.state_dict(two[cut - 1]["stream_position"]))
     assert list(resumed) == two[cut:]
 
@@ -228,7 +228,7 @@ def test_rows_count_what_they_hold(tmp_path, embedded_tokenizer):
     rows, tokens equal the rows' lengths, and a document split over rows counts once."""
     sources = [{"name": "a", "path": "json", "data_files": write_jsonl(tmp_path / "a.jsonl", corpus(200))},
                {"name": "b", "path": "json", "data_files": write_jsonl(tmp_path / "b.jsonl", corpus(50, start=500))}]
-    rows = list(PackedStream(data_args(sources, eval_fraction=0.0, max_seq_length=24), embedded_tokenizer, passes=1))
+    rows = list(TrainingStream(data_args(sources, eval_fraction=0.0, max_seq_length=24), embedded_tokenizer, passes=1))
     for prefix in (rows[:1], rows[:7], rows):
         counted = stats(prefix)
         assert sum(c["tokens"] for c in counted.values()) == sum(len(r["input_ids"]) for r in prefix)
@@ -245,17 +245,17 @@ def test_evaluation_splits_read_every_document_once(tmp_path, embedded_tokenizer
                {"name": "b", "path": "json", "data_files": write_jsonl(tmp_path / "b.jsonl", corpus(20, start=1000)),
                 "weight": 5.0}]
     args = data_args(sources, eval_fraction=0.2)
-    every = doc_ids(PackedStream(args, embedded_tokenizer, split="all"), embedded_tokenizer)
+    every = doc_ids(EvaluationRows(args, embedded_tokenizer, held_out=False), embedded_tokenizer)
     assert sorted(every) == list(range(300)) + list(range(1000, 1020))
-    held = doc_ids(PackedStream(args, embedded_tokenizer, split="eval"), embedded_tokenizer)
+    held = doc_ids(EvaluationRows(args, embedded_tokenizer), embedded_tokenizer)
     assert len(held) == len(set(held)) > 0
-    trained = doc_ids(PackedStream(args, embedded_tokenizer, passes=1), embedded_tokenizer)
+    trained = doc_ids(TrainingStream(args, embedded_tokenizer, passes=1), embedded_tokenizer)
     assert sum(i >= 1000 for i in trained) > 20  # training oversamples "b" by its weight
 
 
 def test_no_training_document_is_an_error_not_an_endless_loop(tmp_path, embedded_tokenizer):
     path = write_jsonl(tmp_path / "blank.jsonl", [{"text": "  "}] * 5)
-    stream = PackedStream(data_args([{"name": "blank", "path": "json", "data_files": path}]), embedded_tokenizer)
+    stream = TrainingStream(data_args([{"name": "blank", "path": "json", "data_files": path}]), embedded_tokenizer)
     with pytest.raises(ValueError, match=r"No training document in a whole pass.*blank"):
         next(iter(stream))
 
@@ -265,14 +265,14 @@ import json, sys
 from transformers import AutoTokenizer
 from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
 from clinical_modernbert.configs import DataArguments
-from clinical_modernbert.data.stream import PackedStream
+from clinical_modernbert.data.stream import TrainingStream
 
 tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_TOKENIZER_DIR)
 args = DataArguments(sources=json.loads(sys.argv[1]), max_seq_length=64, eval_fraction=0.2, max_eval_documents=1000)
 keys = ("input_ids", "doc_lengths", "stream_stats")
-rows = [{k: row[k] for k in keys} for row in PackedStream(args, tokenizer, passes=1)]
+rows = [{k: row[k] for k in keys} for row in TrainingStream(args, tokenizer, passes=1)]
 try:
-    PackedStream(DataArguments(sources=[{"name": "gone", "path": "test-org/no-such-corpus"}]), tokenizer)
+    TrainingStream(DataArguments(sources=[{"name": "gone", "path": "test-org/no-such-corpus"}]), tokenizer)
     error = None
 except ValueError as e:
     error = f"{type(e).__name__}: {e}"
@@ -299,7 +299,7 @@ def test_hub_dataset_streams_like_the_same_local_file(tmp_path, embedded_tokeniz
         downloads = [path for method, path in hub.requests if method == "GET" and path.endswith("train-00000.jsonl")]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     expected = [{k: row[k] for k in ("input_ids", "doc_lengths", "stream_stats")}
-                for row in PackedStream(data_args(local), embedded_tokenizer, passes=1)]
+                for row in TrainingStream(data_args(local), embedded_tokenizer, passes=1)]
     assert downloads and result["rows"] == expected
     assert stats(result["rows"])[0]["documents"] == stats(expected)[0]["documents"] > 200
     assert "gone" in result["error"] and "test-org/no-such-corpus" in result["error"]

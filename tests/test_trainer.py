@@ -7,7 +7,7 @@ from conftest import tiny_config
 from transformers import ModernBertForMaskedLM, TrainerCallback
 
 from clinical_modernbert.configs import DataArguments, PretrainConfig
-from clinical_modernbert.data.stream import PackedStream
+from clinical_modernbert.data.stream import TrainingStream
 from clinical_modernbert.masking import MaskingSchedule, MaskingScheduleCallback, MedicalMaskingCollator
 from clinical_modernbert.trainer import STREAM_STATE_FILE, MLMTrainer
 
@@ -46,7 +46,7 @@ def make_trainer(tmp_path, tokenizer, corpus, callbacks=(), **overrides):
     trainer = RecordingTrainer(
         model=ModernBertForMaskedLM(tiny_config(tokenizer)),
         args=args,
-        train_dataset=PackedStream(data_args, tokenizer, block_chars=800),
+        train_dataset=TrainingStream(data_args, tokenizer, block_chars=800),
         data_collator=collator,
         callbacks=[MaskingScheduleCallback(collator), *callbacks],
     )

@@ -12,7 +12,7 @@ import yaml
 from conftest import REPO_ROOT, shared_path, tiny_config
 from transformers import AutoTokenizer, ModernBertForMaskedLM, PreTrainedTokenizerFast
 
-from clinical_modernbert.artifacts import VOCABULARY_REPORT_FILE
+from clinical_modernbert.artifacts import VOCABULARY_REPORT_FILE, VocabularyReport
 from clinical_modernbert.assets import EMBEDDED_CORPUS
 from clinical_modernbert.configs import (
     DEFAULT_MIN_DOCUMENT_FREQUENCY,
@@ -20,7 +20,6 @@ from clinical_modernbert.configs import (
     SourceConfig,
     VocabularyArguments,
 )
-from clinical_modernbert.model_card import validate_vocabulary_report
 from clinical_modernbert.modeling import load_model
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.vocabulary import (
@@ -250,10 +249,10 @@ def test_recipe_extend_round_trip_and_warm_start(hub_like_checkpoint, modernbert
     }))
     report = recipe.main(*parse_recipe_args([VocabularyArguments], ["--config", str(config)]))
     out = tmp_path / "out"
-    validate_vocabulary_report(json.loads((out / VOCABULARY_REPORT_FILE).read_text()), out / VOCABULARY_REPORT_FILE)
-    assert report["tokens_added"] == 150 and report["vocab_size"] == {"before": 50368, "after": 50368 + 150}
-    assert report["fertility"]["heldout_text"]["after"] < report["fertility"]["heldout_text"]["before"]
-    assert report["fertility"]["drugs"]["after"] <= report["fertility"]["drugs"]["before"]
+    assert VocabularyReport.read(out / VOCABULARY_REPORT_FILE) == report
+    assert report.tokens_added == 150 and report.vocab_size == {"before": 50368, "after": 50368 + 150}
+    assert report.fertility["heldout_text"]["after"] < report.fertility["heldout_text"]["before"]
+    assert report.fertility["drugs"]["after"] <= report.fertility["drugs"]["before"]
     assert len((out / "added_tokens.tsv").read_text().splitlines()) == 151
 
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -283,9 +282,9 @@ def test_recipe_scratch_mode(tmp_path, embedded_tokenizer):
     )
     report = recipe.main(args)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
-    assert report["mode"] == "scratch" and report["vocab_size"] == {"before": len(embedded_tokenizer), "after": 800}
+    assert report.mode == "scratch" and report.vocab_size == {"before": len(embedded_tokenizer), "after": 800}
     assert len(tokenizer) == 800 and tokenizer.mask_token == "[MASK]" and not (tmp_path / "model.safetensors").exists()
-    fertility = report["fertility"]["heldout_text"]
+    fertility = report.fertility["heldout_text"]
     assert fertility["after"] > fertility["before"]  # 800 tokens split more than the 4,096 of the embedded one
 
 
@@ -366,7 +365,7 @@ def test_recipe_mines_no_non_redistributable_source_unless_opted_in(hub_like_che
         report = recipe.main(args)
         added = (tmp_path / name / "added_tokens.tsv").read_text()
         saved = json.loads((tmp_path / name / VOCABULARY_REPORT_FILE).read_text())
-        validate_vocabulary_report(saved, name)
+        VocabularyReport.from_json(saved, name)
         return report, added, saved
 
     report, added, saved = run("default")

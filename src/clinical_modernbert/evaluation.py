@@ -1,4 +1,4 @@
-"""Masked-token evaluation: top-k accuracy and perplexity, inside `Trainer` and for `recipes/evaluate_mlm.py`.
+"""The pieces of `recipes/evaluate_mlm.py`: top-k accuracy and perplexity of a saved model on packed rows.
 
 Two sets of counted positions, both always reported:
 - all labelled positions (the original card's and ModernBERT's protocol): every token the collator selected for
@@ -8,122 +8,27 @@ Special tokens and padding are never selected. Top-k accuracy and perplexity (ex
 computed over exactly those positions. Masks are a function of (seed, document, position) only (see `masking`), so
 the figures do not depend on the batch size, the number of processes or how documents were packed into rows.
 
-Memory: `MLMTopKMetrics.preprocess_logits_for_metrics` turns each batch's logits into the top-k ids and the reference's
-negative log-likelihood per masked position; with `batch_eval_metrics=True` each batch is then handed to the `evaluate`
-module, which keeps one rank and one flag per position on disk. Peak memory is set by one batch, not by the data.
+The figures come from `metrics.mlm_topk_metrics.MLMTopKMetrics` (the `Trainer` side of the `evaluate` module), the
+masks from `MedicalMaskingCollator.for_evaluation`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
-import evaluate
-import numpy as np
-import torch
-import torch.nn.functional as F
 from datasets import Dataset
-from transformers import EvalPrediction, TrainingArguments
+from transformers import TrainingArguments
 
-from .artifacts import MLM_EVAL_FILE
+from .artifacts import COUNTED_POSITIONS, MASK_ONLY_POSITIONS, MLM_EVAL_FILE, MlmEvalReport
 from .configs import DataArguments, EvaluationArguments
-from .data.stream import PackedStream, materialise
+from .data.rows import INPUT_IDS
+from .data.stream import EvaluationRows, materialise
 from .lexicon import Lexicon
-from .masking import MedicalMaskingCollator
-from .metrics import MLM_TOPK_ACCURACY
-from .metrics.mlm_topk_accuracy.mlm_topk_accuracy import COUNTED_POSITIONS, MASK_ONLY, MASK_ONLY_POSITIONS
+from .metrics.mlm_topk_metrics import PROTOCOLS, MLMTopKMetrics
 from .trainer import MLMTrainer
 
 logger = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100
-PROTOCOLS = (  # (prefix of the figures, how tables name them)
-    ("", "all labelled ([MASK], random, kept)"),
-    (MASK_ONLY, "[MASK] only"),
-)
-
-
-def top_k_ids(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Ids of the `k` highest scores of each row, best first; equal scores rank by ascending id (a stable sort)."""
-    values, ids = scores.topk(k, dim=-1)
-    # topk orders ties arbitrarily: rows where a tie reaches into the top k are ranked again by a stable sort
-    tied = (values[:, 1:] == values[:, :-1]).any(-1) | ((scores >= values[:, -1:]).sum(-1) > k)
-    if tied.any():
-        ids[tied] = scores[tied].sort(dim=-1, descending=True, stable=True).indices[:, :k]
-    return ids
-
-
-class MLMTopKMetrics:
-    """`compute_metrics` and `preprocess_logits_for_metrics` of a `Trainer`: top-k accuracy and perplexity.
-
-    Use with `batch_eval_metrics=True` (flat memory). Labels that come as `(labels, medical_mask[, mask_input])`
-    (see `MLMTrainer`) add the medical/other breakdown, unless `medical_breakdown` is False, and the `mask_only_`
-    figures.
-    """
-
-    def __init__(self, top_k: list[int] | None = None, medical_breakdown: bool = True):
-        self.metric = evaluate.load(MLM_TOPK_ACCURACY, **({"top_k": top_k} if top_k else {}))
-        self.top_k = self.metric.top_k
-        self.medical_breakdown = medical_breakdown
-        self._nll = np.zeros(2)  # sums over all counted positions and over [MASK] positions
-        self._count = np.zeros(2, dtype=np.int64)
-
-    def preprocess_logits_for_metrics(self, logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per masked position, the top-k ids and the reference's negative log-likelihood; never the logits.
-
-        Takes (batch, seq, vocab) logits, or the (masked positions, vocab) logits of ModernBERT's
-        `sparse_prediction`. Returns `(top_ids, nll)` shaped like the labels (plus k): -100 and 0 where not masked.
-        """
-        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-        labels = labels[0] if isinstance(labels, (tuple, list)) else labels
-        counted = labels != IGNORE_INDEX
-        scores = logits[counted] if logits.dim() == labels.dim() + 1 else logits
-        if scores.shape[0] != int(counted.sum()):
-            raise ValueError(
-                f"Logits of shape {tuple(logits.shape)} do not match labels of shape {tuple(labels.shape)} "
-                f"with {int(counted.sum())} masked positions."
-            )
-        k = self.top_k[-1]
-        if k > scores.shape[-1]:
-            raise ValueError(f"top_k={k} exceeds the vocabulary size {scores.shape[-1]}.")
-        scores = scores.float()
-        top = labels.new_full((*labels.shape, k), IGNORE_INDEX)
-        top[counted] = top_k_ids(scores, k)
-        nll = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
-        nll[counted] = F.cross_entropy(scores, labels[counted], reduction="none")
-        return top, nll
-
-    def __call__(self, eval_pred: EvalPrediction, compute_result: bool = True) -> dict | None:
-        """Add a batch (or the whole evaluation); at `compute_result`, return accuracies and perplexity."""
-        top, nll = (_numpy(x) for x in eval_pred.predictions)
-        label_ids = eval_pred.label_ids
-        parts = list(label_ids) if isinstance(label_ids, (tuple, list)) else [label_ids]
-        labels, medical, mask_input = (None if x is None else _numpy(x).reshape(-1) for x in (parts + [None] * 2)[:3])
-        self.metric.add_batch(
-            predictions=top.reshape(len(labels), -1),
-            references=labels,
-            medical_flags=medical if self.medical_breakdown else None,
-            mask_flags=mask_input,
-        )
-        counted = labels != IGNORE_INDEX
-        nll = nll.reshape(-1)
-        selections = [counted] if mask_input is None else [counted, counted & (mask_input > 0)]
-        for i, selected in enumerate(selections):
-            self._nll[i] += float(nll[selected].sum(dtype=np.float64))
-            self._count[i] += int(selected.sum())
-        if not compute_result:
-            return None
-        results = self.metric.compute()
-        for (prefix, _), nll_sum, count in zip(PROTOCOLS, self._nll, self._count):
-            if count:
-                results[f"{prefix}perplexity"] = math.exp(nll_sum / count)
-        self._nll[:], self._count[:] = 0.0, 0
-        return {key: value for key, value in results.items() if value is not None}
-
-
-def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def build_eval_lexicon(eval_args: EvaluationArguments) -> Lexicon | None:
@@ -136,31 +41,17 @@ def build_eval_lexicon(eval_args: EvaluationArguments) -> Lexicon | None:
 
 def build_eval_dataset(data_args: DataArguments, eval_args: EvaluationArguments, tokenizer, lexicon) -> Dataset:
     """Packed rows of the evaluation text: the held-out documents of the sources, or all of them."""
-    split = "eval" if eval_args.split == "held_out" else "all"
-    dataset = materialise(PackedStream(data_args, tokenizer, lexicon, split=split, seed=eval_args.seed))
+    held_out = eval_args.split == "held_out"
+    dataset = materialise(EvaluationRows(data_args, tokenizer, lexicon, held_out=held_out, seed=eval_args.seed))
     if dataset is None:
         raise ValueError(
             f"No evaluation text: no document of {[s.name for s in data_args.sources]} is held out "
             f"(eval_fraction={data_args.eval_fraction}); use split: all to evaluate on every document."
         )
-    tokens = sum(len(ids) for ids in dataset["input_ids"])
+    tokens = sum(len(ids) for ids in dataset[INPUT_IDS])
     logger.info("Data: %s split, %d rows of up to %d tokens, %d tokens", eval_args.split, len(dataset),
                 data_args.max_seq_length, tokens)
     return dataset
-
-
-def build_eval_collator(tokenizer, mlm_probability: float, seed: int) -> MedicalMaskingCollator:
-    """Uniform token-level masking at a fixed rate and seed, so that every token is equally likely to count.
-
-    Used by `recipes/evaluate_mlm.py` and by the pretraining run's own evaluation, so their numbers are comparable.
-    """
-    return MedicalMaskingCollator(
-        tokenizer=tokenizer,
-        mlm_probability=mlm_probability,
-        seed=seed,
-        medical_weight=1.0,
-        whole_term_masking=False,
-    )
 
 
 def evaluate_masked_lm(model, tokenizer, dataset: Dataset, collator, eval_args: EvaluationArguments,
@@ -225,11 +116,11 @@ def results_path(model_name_or_path: str, output_json: str | None) -> Path:
 
 
 def evaluation_report(model_name_or_path: str, data_args: DataArguments, eval_args: EvaluationArguments,
-                      dataset: Dataset, collator, top_k: list[int], results: dict) -> dict:
+                      dataset: Dataset, collator, top_k: list[int], results: dict) -> MlmEvalReport:
     """The result file the model card reads: what was measured, on what, how masked, and the numbers."""
-    return {
-        "model": model_name_or_path,
-        "data": {
+    return MlmEvalReport(
+        model=model_name_or_path,
+        data={
             "split": eval_args.split,
             "sources": {
                 s.name: {"path": s.path, "data_files": s.data_files, "split": s.split} for s in data_args.sources
@@ -237,9 +128,9 @@ def evaluation_report(model_name_or_path: str, data_args: DataArguments, eval_ar
             "eval_fraction": data_args.eval_fraction if eval_args.split == "held_out" else None,
             "max_seq_length": data_args.max_seq_length,
             "rows": len(dataset),
-            "tokens": sum(len(ids) for ids in dataset["input_ids"]),
+            "tokens": sum(len(ids) for ids in dataset[INPUT_IDS]),
         },
-        "masking": {
+        masking={
             "mlm_probability": eval_args.mlm_probability,
             "seed": eval_args.seed,
             "mask_replace_prob": collator.mask_replace_prob,
@@ -247,6 +138,6 @@ def evaluation_report(model_name_or_path: str, data_args: DataArguments, eval_ar
             "counted_positions": COUNTED_POSITIONS,
             "mask_only_positions": MASK_ONLY_POSITIONS,
         },
-        "top_k": top_k,
-        "metrics": results,
-    }
+        top_k=top_k,
+        metrics=results,
+    )

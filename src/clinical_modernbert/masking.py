@@ -16,8 +16,20 @@ from transformers import DataCollatorForLanguageModeling, TrainerCallback
 from .configs.checks import check_probability
 from .configs.pretraining import MASKING_SCHEDULES
 from .data.packing import document_tensors
-
-MASK_INPUT = "mask_input"  # per position, 1 where the collator replaced a labelled token by the mask token
+from .data.rows import (
+    DOC_LENGTHS,
+    DOCUMENT_IDS,
+    INPUT_IDS,
+    MASK_INPUT,
+    MASK_STATS,
+    MASK_STEP,
+    MEDICAL_MASK,
+    POSITION_IDS,
+    STREAM_POSITION,
+    STREAM_STATS,
+    TERM_FLAGS,
+    MaskedBatch,
+)
 
 
 @dataclass
@@ -55,7 +67,7 @@ class MaskingSchedule:
 class MedicalMaskingCollator(DataCollatorForLanguageModeling):
     """Pads packed rows and masks them at the scheduled rate, medical tokens weighted by `medical_weight`.
 
-    Examples hold `input_ids`, optional `medical_mask` (0 other, 1 term start, 2 term continuation) and optional
+    Examples hold `input_ids`, optional `term_flags` (0 other, 1 term start, 2 term continuation) and optional
     `doc_lengths` (packed documents). The batch holds `input_ids`, `labels` (-100 where not masked),
     `attention_mask`, `medical_mask` (0/1 per position), `mask_input` (1 where a labelled token became the mask
     token), for packed rows `position_ids` and `document_ids`, plus counters (`mask_stats`: maskable, medical
@@ -78,7 +90,7 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
     at. With a `seed`, training masks are a function of (seed, batch number) only, so a resumed run draws the masks
     an uninterrupted one would; without a schedule (evaluation) the rate is `mlm_probability` and the masks are drawn
     per document from (seed, the document's ids, position): with uniform masking (`medical_weight` 1, as
-    `evaluation.build_eval_collator`) a document is masked the same way whatever the batch size, the number of
+    `for_evaluation`) a document is masked the same way whatever the batch size, the number of
     processes or the documents packed beside it.
     """
 
@@ -120,6 +132,15 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
         if self.whole_word_masking:
             self._continues_word, self._ends_in_punctuation = _word_tables(self.tokenizer)
 
+    @classmethod
+    def for_evaluation(cls, tokenizer, mlm_probability: float, seed: int) -> MedicalMaskingCollator:
+        """Uniform token-level masking at a fixed rate and seed, so that every token is equally likely to count.
+
+        Used by `recipes/evaluate_mlm.py` and by the pretraining run's own evaluation, so their numbers are comparable.
+        """
+        return cls(tokenizer=tokenizer, mlm_probability=mlm_probability, seed=seed, medical_weight=1.0,
+                   whole_term_masking=False)
+
     @property
     def current_probability(self) -> float:
         """The masking rate of the next batch."""
@@ -136,37 +157,37 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
             self.batches.value += 1
         return index
 
-    def torch_call(self, examples: list) -> dict:
-        """Pad the examples (dicts, or plain lists of ids) into a masked batch."""
-        rows = [e if isinstance(e, Mapping) else {"input_ids": e} for e in examples]
-        lengths = torch.tensor([len(r["input_ids"]) for r in rows])
+    def torch_call(self, examples: list) -> MaskedBatch:
+        """Pad the examples (`rows.StreamRow`s, or plain lists of ids) into a masked batch."""
+        rows = [e if isinstance(e, Mapping) else {INPUT_IDS: e} for e in examples]
+        lengths = torch.tensor([len(r[INPUT_IDS]) for r in rows])
         seq_len = int(lengths.max())
         if self.pad_to_multiple_of:
             seq_len = -(-seq_len // self.pad_to_multiple_of) * self.pad_to_multiple_of
         present = torch.arange(seq_len) < lengths[:, None]
         batch_ids = torch.full(present.shape, self.tokenizer.pad_token_id, dtype=torch.long)
         total = int(lengths.sum())
-        batch_ids[present] = _concatenated([r["input_ids"] for r in rows], total)
+        batch_ids[present] = _concatenated([r[INPUT_IDS] for r in rows], total)
         medical = torch.zeros_like(batch_ids)
-        if "medical_mask" in rows[0]:
-            medical[present] = _concatenated([r["medical_mask"] for r in rows], total)
+        if TERM_FLAGS in rows[0]:
+            medical[present] = _concatenated([r[TERM_FLAGS] for r in rows], total)
         batch = {"attention_mask": present.long()}
-        if "doc_lengths" in rows[0]:
-            batch["document_ids"], batch["position_ids"] = document_tensors([r["doc_lengths"] for r in rows], seq_len)
-        if "stream_stats" in rows[0]:
-            batch["stream_stats"] = torch.tensor([r["stream_stats"] for r in rows], dtype=torch.long).sum(0)
-        if "stream_position" in rows[0]:
-            batch["stream_position"] = torch.tensor([r["stream_position"] for r in rows], dtype=torch.long)
+        if DOC_LENGTHS in rows[0]:
+            batch[DOCUMENT_IDS], batch[POSITION_IDS] = document_tensors([r[DOC_LENGTHS] for r in rows], seq_len)
+        if STREAM_STATS in rows[0]:
+            batch[STREAM_STATS] = torch.tensor([r[STREAM_STATS] for r in rows], dtype=torch.long).sum(0)
+        if STREAM_POSITION in rows[0]:
+            batch[STREAM_POSITION] = torch.tensor([r[STREAM_POSITION] for r in rows], dtype=torch.long)
         index = self._claim_batch()
         rate = self.mlm_probability if index is None else self.schedule(index // self.accumulation)
         draws = self._document_draws(rows, batch_ids.shape) if index is None and self.seed is not None else None
-        batch["input_ids"], batch["labels"], batch["mask_stats"] = self.mask_tokens(
+        batch[INPUT_IDS], batch["labels"], batch[MASK_STATS] = self.mask_tokens(
             batch_ids, medical, rate, generator=self._generator_for(index), draws=draws
         )
-        batch["medical_mask"] = (medical > 0).long()
-        batch[MASK_INPUT] = ((batch["input_ids"] == self.tokenizer.mask_token_id) & (batch["labels"] != -100)).long()
+        batch[MEDICAL_MASK] = (medical > 0).long()
+        batch[MASK_INPUT] = ((batch[INPUT_IDS] == self.tokenizer.mask_token_id) & (batch["labels"] != -100)).long()
         if index is not None:
-            batch["mask_step"] = torch.tensor(index // self.accumulation)
+            batch[MASK_STEP] = torch.tensor(index // self.accumulation)
         return batch
 
     def _generator_for(self, index: int | None) -> torch.Generator | None:
@@ -183,9 +204,9 @@ class MedicalMaskingCollator(DataCollatorForLanguageModeling):
         """
         draws = torch.zeros(*shape, 3, dtype=torch.float64)
         for r, row in enumerate(rows):
-            ids = np.asarray(row["input_ids"], dtype=np.int64)
+            ids = np.asarray(row[INPUT_IDS], dtype=np.int64)
             start = 0
-            for length in row.get("doc_lengths") or [len(ids)]:
+            for length in row.get(DOC_LENGTHS) or [len(ids)]:
                 key = xxhash.xxh64_intdigest(ids[start : start + length].tobytes(), seed=self.seed)
                 generator = torch.Generator().manual_seed(key)
                 draws[r, start : start + length] = torch.rand(length, 3, generator=generator, dtype=torch.float64)

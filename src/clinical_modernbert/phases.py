@@ -7,7 +7,6 @@ from phase k-1's final model; the last phase's model, with the run facts of all 
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import SchedulerType
 
-from .artifacts import PHASE_DIR, RUN_FACTS_FILE, save_json
+from .artifacts import PHASE_DIR, RUN_FACTS_FILE, RunFacts
 from .checkpoints import run_is_finished
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig, TrainingPhase
 
@@ -190,13 +189,13 @@ def assemble_output(plan: list[PlannedPhase], output_dir: str) -> None:
     for path in Path(plan[-1].output_dir).iterdir():
         if path.is_file():
             shutil.copy2(path, Path(output_dir) / path.name)
-    facts = [json.loads((Path(p.output_dir) / RUN_FACTS_FILE).read_text()) for p in plan]
-    save_json(combine_facts(facts), Path(output_dir) / RUN_FACTS_FILE)
+    facts = [RunFacts.read(Path(p.output_dir) / RUN_FACTS_FILE) for p in plan]
+    combine_facts(facts).save(Path(output_dir) / RUN_FACTS_FILE)
     logger.info("Save: phase %s's model and the run facts of all %d phases in %s", plan[-1].name, len(plan),
                 output_dir)
 
 
-def combine_facts(phase_facts: list[dict]) -> dict:
+def combine_facts(phase_facts: list[RunFacts]) -> RunFacts:
     """One run's facts from its phases': the last phase's settings, the first's origin, counts summed over all.
 
     The log history is continued: each phase's steps are shifted by the steps of the phases before it.
@@ -204,18 +203,18 @@ def combine_facts(phase_facts: list[dict]) -> dict:
     first, last = phase_facts[0], phase_facts[-1]
     history, steps_before = [], 0
     for facts in phase_facts:
-        history += [{**e, "step": e["step"] + steps_before} if "step" in e else e for e in facts["log_history"]]
-        steps_before += facts["steps"]
-    summed = {key: _sum_counts([f[key] for f in phase_facts]) for key in ("steps", "tokens_trained", "sources",
-                                                                           "masking_counts")}
-    return {
-        **last,
-        "base_model": first["base_model"],
-        "from_scratch_config": first["from_scratch_config"],
+        history += [{**e, "step": e["step"] + steps_before} if "step" in e else e for e in facts.log_history]
+        steps_before += facts.steps
+    summed = {key: _sum_counts([getattr(f, key) for f in phase_facts]) for key in ("steps", "tokens_trained",
+                                                                                    "sources", "masking_counts")}
+    return replace(
+        last,
+        base_model=first.base_model,
+        from_scratch_config=first.from_scratch_config,
         **summed,
-        "phases": [entry for facts in phase_facts for entry in facts["phases"]],
-        "log_history": history,
-    }
+        phases=[entry for facts in phase_facts for entry in facts.phases],
+        log_history=history,
+    )
 
 
 def _sum_counts(values: list):

@@ -13,11 +13,11 @@ import torch
 import xxhash
 from datasets import Dataset
 
-from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, VOCABULARY_REPORT_FILE
+from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, VOCABULARY_REPORT_FILE, RunFacts
 from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
+from .data.rows import DOC_LENGTHS, INPUT_IDS, StreamRow
 from .data.sources import local_files
-from .data.stream import PackedStream, materialise
-from .evaluation import build_eval_collator
+from .data.stream import EvaluationRows, TrainingStream, materialise
 from .lexicon import Lexicon
 from .masking import MaskingSchedule, MedicalMaskingCollator, check_probability
 
@@ -27,11 +27,10 @@ logger = logging.getLogger(__name__)
 
 def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: PretrainConfig):
     """The training stream (this process's shard) and the held-out evaluation rows (materialised once)."""
-    train = PackedStream(
+    train = TrainingStream(
         data_args,
         tokenizer,
         lexicon,
-        split="train",
         seed=args.seed,
         rank=args.process_index,
         world_size=args.world_size,
@@ -61,7 +60,7 @@ def build_eval_set(data_args: DataArguments, tokenizer, lexicon: Lexicon | None,
             eval_dataset = Dataset.load_from_disk(str(path))
             logger.info("Data: %d evaluation rows loaded from %s", len(eval_dataset), path)
             return eval_dataset
-        stream = PackedStream(data_args, tokenizer, lexicon, split="eval", seed=args.seed)
+        stream = EvaluationRows(data_args, tokenizer, lexicon, seed=args.seed)
         eval_dataset = materialise(stream)
         if eval_dataset is None:
             raise ValueError(
@@ -92,7 +91,8 @@ def eval_set_fingerprint(data_args: DataArguments, tokenizer, lexicon: Lexicon |
         vocabulary.pop(per_call, None)
     files = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns)
              for source in data_args.sources for path in local_files(source)]
-    settings = {"data": asdict(data_args), "files": files, "seed": seed, "tokenizer": vocabulary}
+    settings = {"data": asdict(data_args), "files": files, "seed": seed, "tokenizer": vocabulary,
+                "row_keys": list(StreamRow.__annotations__)}  # a set saved with other column names is rebuilt
     parts = (json.dumps(settings, sort_keys=True, default=str), lexicon.fingerprint() if lexicon else "no lexicon")
     return xxhash.xxh64_hexdigest("\0".join(parts).encode())
 
@@ -119,7 +119,7 @@ def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainCon
     # one seed per process, or every rank would draw the same masks
     train = MedicalMaskingCollator(schedule=schedule, seed=args.seed + args.process_index, **common)
     eval_probability = check_probability("eval_mlm_probability", masking_args.eval_mlm_probability)
-    return train, build_eval_collator(tokenizer, eval_probability, args.seed)
+    return train, MedicalMaskingCollator.for_evaluation(tokenizer, eval_probability, args.seed)
 
 
 def set_cpu_threads(args: PretrainConfig) -> None:
@@ -130,23 +130,23 @@ def set_cpu_threads(args: PretrainConfig) -> None:
 
 
 def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, masking_args: MaskingArguments, lexicon,
-              phase: str):
+              phase: str) -> RunFacts:
     """Everything the model card reports about this run (the phase named `phase`), measured by the run itself."""
     args, config = trainer.args, trainer.model.config
     corpus = trainer.corpus_facts()
-    return {
-        "base_model": model_args.model_name_or_path,
-        "from_scratch_config": None if model_args.model_name_or_path else (model_args.model_config or "embedded"),
-        "steps": trainer.state.global_step,
-        "global_batch_size": args.global_batch_size,
-        "max_seq_length": data_args.max_seq_length,
-        "packing": data_args.packing,
-        "attn_implementation": config._attn_implementation,
-        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-        "learning_rate": args.learning_rate,
-        "source_weights": {s.name: s.weight for s in data_args.sources},
-        "source_paths": {s.name: s.path for s in data_args.sources},
-        "masking": {
+    return RunFacts(
+        base_model=model_args.model_name_or_path,
+        from_scratch_config=None if model_args.model_name_or_path else (model_args.model_config or "embedded"),
+        steps=trainer.state.global_step,
+        global_batch_size=args.global_batch_size,
+        max_seq_length=data_args.max_seq_length,
+        packing=data_args.packing,
+        attn_implementation=config._attn_implementation,
+        precision="bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        learning_rate=args.learning_rate,
+        source_weights={s.name: s.weight for s in data_args.sources},
+        source_paths={s.name: s.path for s in data_args.sources},
+        masking={
             "schedule": masking_args.mlm_schedule,
             "mlm_probability_start": masking_args.mlm_probability_start,
             "mlm_probability_end": masking_args.mlm_probability_end,
@@ -157,11 +157,11 @@ def run_facts(trainer, model_args: ModelArguments, data_args: DataArguments, mas
             "lexicon_terms": len(lexicon),
         },
         **corpus,
-        "held_out": held_out_facts(trainer.eval_dataset),
-        "phases": [{"name": phase, "steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
-                    "global_batch_size": args.global_batch_size, "tokens_trained": corpus["tokens_trained"]}],
-        "log_history": trainer.state.log_history,
-    }
+        held_out=held_out_facts(trainer.eval_dataset),
+        phases=[{"name": phase, "steps": trainer.state.global_step, "max_seq_length": data_args.max_seq_length,
+                 "global_batch_size": args.global_batch_size, "tokens_trained": corpus["tokens_trained"]}],
+        log_history=trainer.state.log_history,
+    )
 
 
 def held_out_facts(eval_dataset: Dataset | None) -> dict | None:
@@ -169,9 +169,9 @@ def held_out_facts(eval_dataset: Dataset | None) -> dict | None:
     if eval_dataset is None:
         return None
     return {
-        "documents": sum(map(len, eval_dataset["doc_lengths"])),
+        "documents": sum(map(len, eval_dataset[DOC_LENGTHS])),
         "rows": len(eval_dataset),
-        "tokens": sum(map(len, eval_dataset["input_ids"])),
+        "tokens": sum(map(len, eval_dataset[INPUT_IDS])),
     }
 
 
@@ -185,10 +185,10 @@ def carry_vocabulary_report(model_args: ModelArguments, output_dir: str) -> None
             return
 
 
-def log_realised_mixture(facts: dict) -> None:
+def log_realised_mixture(facts: RunFacts) -> None:
     """One log line per source: documents and tokens the run actually read (the card reports the same)."""
-    total = sum(s["tokens"] for s in facts["sources"].values()) or 1
-    for name, counts in facts["sources"].items():
+    total = sum(s["tokens"] for s in facts.sources.values()) or 1
+    for name, counts in facts.sources.items():
         skipped = counts["skipped_empty"] + counts["skipped_non_string"]
         logger.info("Data: %s gave %d documents, %d tokens (%.1f%%), %d skipped, %d with replaced bytes",
                     name, counts["documents"], counts["tokens"], 100 * counts["tokens"] / total, skipped,

@@ -15,22 +15,21 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from .attention import packed_attention_inputs
 from .checkpoints import mark_complete, rotate_checkpoints, unmark
-from .data.stream import STAT_FIELDS, PackedStream
-from .masking import MASK_INPUT
+from .data.rows import DOCUMENT_IDS, MASK_INPUT, MASK_STATS, MASK_STEP, MEDICAL_MASK, STREAM_POSITION, STREAM_STATS
+from .data.stream import STAT_FIELDS, TrainingStream
 
 logger = logging.getLogger(__name__)
 
 MASK_STAT_FIELDS = ("maskable", "medical_maskable", "masked", "medical_masked")
 STREAM_STATE_FILE = "stream_state_rank{rank}.json"
-MEDICAL_MASK = "medical_mask"  # per-position 0/1 flags in the batches of MedicalMaskingCollator
 
 
 class MLMTrainer(Trainer):
-    """A `Trainer` that understands the batches of `MedicalMaskingCollator` over a `PackedStream`.
+    """A `Trainer` that understands the batches of `MedicalMaskingCollator` over a `TrainingStream`.
 
     - pops `document_ids` and turns it into per-layer-type document masks (or flash varlen kwargs);
     - evaluates with `eval_data_collator` (fixed masking rate and seed), handing `(labels, medical_mask,
-      mask_input)` to the metrics (see `evaluation.MLMTopKMetrics`);
+      mask_input)` to the metrics (see `metrics.mlm_topk_metrics.MLMTopKMetrics`);
     - totals the per-source stream counters and masking counters, logs the masking shares;
     - saves the stream position with each checkpoint, marks checkpoints complete, and restores it on resume.
     """
@@ -38,7 +37,7 @@ class MLMTrainer(Trainer):
     def __init__(self, *args, eval_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_data_collator = eval_data_collator
-        n_sources = self.train_dataset.n_sources if isinstance(self.train_dataset, PackedStream) else 0
+        n_sources = self.train_dataset.n_sources if isinstance(self.train_dataset, TrainingStream) else 0
         self.stream_totals = torch.zeros(n_sources, len(STAT_FIELDS), dtype=torch.long)
         self.mask_totals = torch.zeros(len(MASK_STAT_FIELDS), dtype=torch.long)
         self._mask_since_log = torch.zeros(len(MASK_STAT_FIELDS), dtype=torch.long)
@@ -49,7 +48,7 @@ class MLMTrainer(Trainer):
 
     # -- data ---------------------------------------------------------------------------------------------------
     def get_train_dataloader(self) -> DataLoader:
-        if not isinstance(self.train_dataset, PackedStream):
+        if not isinstance(self.train_dataset, TrainingStream):
             return super().get_train_dataloader()
         # The stream is already split per process (split_dataset_by_node); accelerate.prepare would shard it again,
         # so we hand accelerate's per-process loader the stream as it is.
@@ -75,11 +74,11 @@ class MLMTrainer(Trainer):
             self.data_collator = train_collator
 
     def _prepare_inputs(self, inputs: dict) -> dict:
-        stream_stats = inputs.pop("stream_stats", None)
-        mask_stats = inputs.pop("mask_stats", None)
-        position = inputs.pop("stream_position", None)
-        document_ids = inputs.pop("document_ids", None)
-        mask_step = inputs.pop("mask_step", None)
+        stream_stats = inputs.pop(STREAM_STATS, None)
+        mask_stats = inputs.pop(MASK_STATS, None)
+        position = inputs.pop(STREAM_POSITION, None)
+        document_ids = inputs.pop(DOCUMENT_IDS, None)
+        mask_step = inputs.pop(MASK_STEP, None)
         inputs.pop(MEDICAL_MASK, None)  # evaluation hands these two to the metrics in prediction_step
         inputs.pop(MASK_INPUT, None)
         if self.model.training:
@@ -144,7 +143,7 @@ class MLMTrainer(Trainer):
         stream = self.accelerator.reduce(self.stream_totals.to(device), reduction="sum").cpu()
         masks = self.accelerator.reduce(self.mask_totals.to(device), reduction="sum").cpu()
         tokens = int(self.accelerator.reduce(torch.tensor(self.tokens_seen, device=device), reduction="sum"))
-        sources = self.train_dataset.sources if isinstance(self.train_dataset, PackedStream) else []
+        sources = self.train_dataset.sources if isinstance(self.train_dataset, TrainingStream) else []
         return {
             "tokens_trained": tokens,
             "sources": {s.name: dict(zip(STAT_FIELDS, map(int, row))) for s, row in zip(sources, stream)},
@@ -165,7 +164,7 @@ class MLMTrainer(Trainer):
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = save_total_limit
-        if isinstance(self.train_dataset, PackedStream):
+        if isinstance(self.train_dataset, TrainingStream):
             self._save_stream_state(checkpoint)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
@@ -211,7 +210,7 @@ class MLMTrainer(Trainer):
         if not resume_from_checkpoint:
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         checkpoint = Path(resume_from_checkpoint)
-        if isinstance(self.train_dataset, PackedStream):
+        if isinstance(self.train_dataset, TrainingStream):
             self._load_stream_state(checkpoint)
         state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME))
         if state.global_step < self.args.max_steps:

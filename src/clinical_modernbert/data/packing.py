@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .rows import DOC_LENGTHS, INPUT_IDS, TERM_FLAGS, StreamRow
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
@@ -20,7 +22,7 @@ class Chunk:
     """
 
     input_ids: list[int]
-    medical_mask: list[int]
+    term_flags: list[int]  # see rows.TERM_FLAGS
     source: int
     starts_document: bool = True
 
@@ -90,7 +92,7 @@ class BestFitPacker:
     def state(self) -> list:
         """Open rows in creation order as plain lists (JSON-serialisable)."""
         return [
-            [[c.input_ids, c.medical_mask, c.source, c.starts_document] for c in row] for row in self._rows.values()
+            [[c.input_ids, c.term_flags, c.source, c.starts_document] for c in row] for row in self._rows.values()
         ]
 
     def load_state(self, state: list) -> None:
@@ -107,17 +109,17 @@ class BestFitPacker:
         return key
 
 
-def row_to_example(row: list[Chunk], cls_id: int, sep_id: int) -> dict:
+def row_to_example(row: list[Chunk], cls_id: int, sep_id: int) -> StreamRow:
     """A packed row as a training example: `[CLS] doc [SEP]` per chunk, flags (0 on specials), document lengths."""
-    input_ids, medical_mask = [], []
+    input_ids, term_flags = [], []
     for chunk in row:
         input_ids.append(cls_id)
         input_ids += chunk.input_ids
         input_ids.append(sep_id)
-        medical_mask.append(0)
-        medical_mask += chunk.medical_mask
-        medical_mask.append(0)
-    return {"input_ids": input_ids, "medical_mask": medical_mask, "doc_lengths": [len(c) for c in row]}
+        term_flags.append(0)
+        term_flags += chunk.term_flags
+        term_flags.append(0)
+    return {INPUT_IDS: input_ids, TERM_FLAGS: term_flags, DOC_LENGTHS: [len(c) for c in row]}
 
 
 def document_tensors(doc_lengths: list[list[int]], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,13 +7,17 @@ next block while the current one is flagged and packed (`map_ahead`).
 
 The training stream never ends: when this process's shard of the documents ends, it starts the next pass (epoch)
 itself, so processes whose shards differ in length never disagree on when an epoch ends, and every optimizer step
-gets its full gradient accumulation. The evaluation splits are finite and read each document once.
+gets its full gradient accumulation. The evaluation rows are finite and read each document once.
+
+`PackedStream` holds the shared reading and packing; `TrainingStream` (endless, resumable) and `EvaluationRows`
+(the held-out documents, or all of them) are its two roles.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from typing import ClassVar
 
 import torch
 import xxhash
@@ -24,6 +28,7 @@ from ..configs import DataArguments, SourceConfig
 from ..tokenization import DocumentEncoder
 from .map_ahead import map_ahead
 from .packing import BestFitPacker, chunk_document, row_to_example
+from .rows import DOC_LENGTHS, INPUT_IDS, STREAM_POSITION, STREAM_STATS, TERM_FLAGS
 from .sources import format_texts, load_source, next_row
 
 logger = logging.getLogger(__name__)
@@ -35,14 +40,11 @@ DOCUMENTS, TOKENS, SKIPPED_EMPTY, SKIPPED_NON_STRING, UTF8_REPLACED = range(len(
 # Characters per tokenizer call (~250k tokens of English): large enough that handing blocks between threads costs
 # little, small enough to start fast.
 BLOCK_CHARS = 1_000_000
-# train: endless, the held-out documents left out; eval: the first `max_eval_documents` held-out documents;
-# all: every document once.
-SPLITS = ("train", "eval", "all")
 
 
-def materialise(stream: "PackedStream") -> Dataset | None:
+def materialise(stream: EvaluationRows) -> Dataset | None:
     """The rows of a finite stream (an evaluation set) as a `Dataset`, without the stream's counters; None if empty."""
-    rows = [{key: row[key] for key in ("input_ids", "medical_mask", "doc_lengths")} for row in stream]
+    rows = [{key: row[key] for key in (INPUT_IDS, TERM_FLAGS, DOC_LENGTHS)} for row in stream]
     return Dataset.from_list(rows) if rows else None
 
 
@@ -57,45 +59,23 @@ def is_held_out(text: str, eval_fraction: float) -> bool:
 
 
 class PackedStream(torch.utils.data.IterableDataset):
-    """Packed rows from the source mixture: the endless training stream, or a finite evaluation split (`SPLITS`).
+    """Packed rows from the source mixture (a `rows.StreamRow` each: `input_ids`, `term_flags`, `doc_lengths`,
+    `stream_stats`), documents tokenized in blocks of about `block_chars` characters. The shared part of
+    `TrainingStream` and `EvaluationRows`, which say which documents are read, how often, and where it ends."""
 
-    Each row is `{"input_ids", "medical_mask", "doc_lengths", "stream_stats"[, "stream_position"]}`. Training rows
-    carry their `stream_position`; `state_dict(position)` returns what `load_state_dict` needs to continue right
-    after that row (only the last `keep_snapshots` blocks are remembered). Documents are tokenized in blocks of
-    about `block_chars` characters. Smaller sources are oversampled by their weights in training; the evaluation
-    splits read every document of every source once (`all_exhausted_without_replacement`). `passes` ends the
-    training stream after that many passes (default: never).
-    """
+    stopping_strategy: ClassVar[str]  # of `interleave_datasets`
+    max_documents: int | None = None  # the stream ends after this many documents
 
-    def __init__(
-        self,
-        data_args: DataArguments,
-        tokenizer,
-        lexicon=None,
-        split: str = "train",
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        block_chars: int = BLOCK_CHARS,
-        keep_snapshots: int = 64,
-        passes: int | None = None,
-    ):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    def __init__(self, data_args: DataArguments, tokenizer, lexicon=None, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, block_chars: int = BLOCK_CHARS):
         if not data_args.sources:
             raise ValueError("No data sources configured (data argument `sources` is empty).")
         self.sources: list[SourceConfig] = data_args.sources
-        self.data_args, self.tokenizer, self.lexicon, self.split = data_args, tokenizer, lexicon, split
+        self.data_args, self.tokenizer, self.lexicon = data_args, tokenizer, lexicon
         self.encoder = DocumentEncoder(tokenizer)
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.block_chars, self.keep_snapshots, self.passes = block_chars, keep_snapshots, passes
-        self.epoch = 0
+        self.seed, self.rank, self.world_size, self.block_chars = seed, rank, world_size, block_chars
         self._documents = self._build_documents()
-        self._snapshots: OrderedDict[int, dict] = OrderedDict()
-        self._resume: dict | None = None
         self._warned: set[int] = set()
-        # The evaluation split: documents taken, those cut to `eval_tokens_per_document`, and the tokens cut off.
-        self.eval_counts = {"documents": 0, "cut": 0, "tokens_cut": 0}
 
     @property
     def n_sources(self) -> int:
@@ -123,7 +103,7 @@ class PackedStream(torch.utils.data.IterableDataset):
                 streams,
                 probabilities=[s.weight / total for s in self.sources],
                 seed=self.seed,
-                stopping_strategy="all_exhausted" if self.split == "train" else "all_exhausted_without_replacement",
+                stopping_strategy=self.stopping_strategy,
             )
         )
         if self.world_size > 1:
@@ -133,18 +113,10 @@ class PackedStream(torch.utils.data.IterableDataset):
     def __iter__(self):
         packer = BestFitPacker(self.data_args.max_seq_length, packing=self.data_args.packing)
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        skip_rows, block_index = 0, 0
-        if self._resume is not None:
-            self.epoch = self._resume["epoch"]
-            self._documents.set_epoch(self.epoch)
-            self._documents.load_state_dict(self._resume["documents"])
-            packer.load_state(self._resume["packer"])
-            skip_rows, block_index = self._resume["skip_rows"], self._resume["block_index"]
-            self._resume = None
+        skip_rows, block_index = self._start(packer)
         read_stats = self._zero_stats()  # skipped and repaired documents, carried by the next row
         for (start, block, block_stats, last), encodings in map_ahead(self._encode, self._blocks()):
-            if self.split == "train":
-                self._remember(block_index, start, packer)
+            self._remember(block_index, start, packer)
             read_stats = [[a + b for a, b in zip(counts, more)] for counts, more in zip(read_stats, block_stats)]
             rows = []
             for chunk in self._chunks(block, encodings):
@@ -154,14 +126,40 @@ class PackedStream(torch.utils.data.IterableDataset):
             for k, row in enumerate(rows):
                 if k >= skip_rows:  # rows before were trained before the checkpoint, counters included
                     example = row_to_example(row, cls_id, sep_id)
-                    example["stream_stats"] = self._row_stats(row, read_stats)
-                    if self.split == "train":
-                        example["stream_position"] = [block_index, k]
-                    yield example
+                    example[STREAM_STATS] = self._row_stats(row, read_stats)
+                    yield self._with_position(example, block_index, k)
                 read_stats = self._zero_stats()
             skip_rows = 0
             block_index += 1
 
+    # -- what each role decides ----------------------------------------------------------------------------------
+    def _start(self, packer: BestFitPacker) -> tuple[int, int]:
+        """Set up an iteration; the rows to skip in the first block and that block's index."""
+        return 0, 0
+
+    def _block_start(self) -> dict | None:
+        """Where the next block starts (to resume from), or None."""
+        return None
+
+    def _remember(self, block_index: int, start: dict | None, packer: BestFitPacker) -> None:
+        """Note where block `block_index` started."""
+
+    def _with_position(self, example: dict, block_index: int, row: int) -> dict:
+        return example
+
+    def _next_pass(self, taken_in_pass: int) -> bool:
+        """The documents ended: start another pass over them (True), or end the stream (False)."""
+        return False
+
+    def _keeps(self, text: str) -> bool:
+        """Whether this role reads the document."""
+        raise NotImplementedError
+
+    def _prepare(self, ids: list[int], flags: list[int]) -> tuple[list[int], list[int]]:
+        """A document's ids and flags as this role packs them."""
+        return ids, flags
+
+    # -- shared -----------------------------------------------------------------------------------------------------
     def _zero_stats(self) -> list[list[int]]:
         return [[0] * len(STAT_FIELDS) for _ in self.sources]
 
@@ -174,44 +172,30 @@ class PackedStream(torch.utils.data.IterableDataset):
         return stats
 
     def _blocks(self):
-        """Blocks of documents of this split: (where the block starts, [(text, source)], skipped-document counts,
-        whether it is the last block). The training split starts its next pass when the documents end
-        (`datasets`' `repeat` would replay the same order; `set_epoch` reshuffles each pass)."""
+        """Blocks of the documents this role reads: (where the block starts, [(text, source)], skipped-document
+        counts, whether it is the last block)."""
         documents = iter(self._documents)
-        limit = self.data_args.max_eval_documents if self.split == "eval" else None
         taken = taken_in_pass = 0
         last = False
         while not last:
-            start = {"epoch": self.epoch, "documents": self._documents.state_dict()} if self.split == "train" else None
+            start = self._block_start()
             block, stats, chars = [], self._zero_stats(), 0
             while chars < self.block_chars and not last:
                 row = next_row(documents, self.sources)
                 if row is None:
-                    if self.split != "train" or (self.passes is not None and self.epoch + 1 >= self.passes):
+                    if not self._next_pass(taken_in_pass):
                         last = True
                         break
-                    if not taken_in_pass:
-                        raise ValueError(self._no_training_documents())
-                    self.epoch, taken_in_pass = self.epoch + 1, 0
-                    self._documents.set_epoch(self.epoch)
+                    taken_in_pass = 0
                     documents = iter(self._documents)
                     continue
                 text = self._checked_text(row, stats)
-                if text is None or (self.split != "all" and self._is_held_out(text) != (self.split == "eval")):
+                if text is None or not self._keeps(text):
                     continue
                 block.append((text, row["source"]))
                 taken, taken_in_pass, chars = taken + 1, taken_in_pass + 1, chars + len(text)
-                last = limit is not None and taken >= limit
+                last = self.max_documents is not None and taken >= self.max_documents
             yield start, block, stats, last
-
-    def _is_held_out(self, text: str) -> bool:
-        return is_held_out(text, self.data_args.eval_fraction)
-
-    def _no_training_documents(self) -> str:
-        where = f"process {self.rank} of {self.world_size}" if self.world_size > 1 else "the sources"
-        return (f"No training document in a whole pass over {where} ({[s.name for s in self.sources]}): every "
-                f"document is empty, skipped or held out (eval_fraction={self.data_args.eval_fraction}); check each "
-                "source's text_field or template against its rows.")
 
     def _encode(self, block: tuple) -> list:
         _, documents, _, _ = block
@@ -242,19 +226,63 @@ class PackedStream(torch.utils.data.IterableDataset):
         if self.lexicon is None:
             flags = [[0] * len(ids) for ids in all_ids]
         for (_, source), ids, doc_flags in zip(block, all_ids, flags):
-            if self.split == "eval":
-                ids, doc_flags = self._cut_eval_document(ids, doc_flags)
+            ids, doc_flags = self._prepare(ids, doc_flags)
             yield from chunk_document(ids, doc_flags, source, self.data_args.max_seq_length)
 
-    def _cut_eval_document(self, ids: list[int], flags: list[int]) -> tuple[list[int], list[int]]:
-        """A held-out document cut to `eval_tokens_per_document` (one 5 MB note would otherwise be thousands of
-        rows), counted."""
-        limit = self.data_args.eval_tokens_per_document
-        self.eval_counts["documents"] += 1
-        if len(ids) > limit:
-            self.eval_counts["cut"] += 1
-            self.eval_counts["tokens_cut"] += len(ids) - limit
-        return ids[:limit], flags[:limit]
+
+class TrainingStream(PackedStream):
+    """The endless training stream: this process's shard of the documents not held out, smaller sources oversampled
+    by their weights (`all_exhausted`), pass after pass (`passes` ends it after that many; default: never).
+
+    Rows carry their `stream_position`; `state_dict(position)` returns what `load_state_dict` needs to continue right
+    after that row (only the last `keep_snapshots` blocks are remembered).
+    """
+
+    stopping_strategy = "all_exhausted"
+
+    def __init__(self, data_args: DataArguments, tokenizer, lexicon=None, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, block_chars: int = BLOCK_CHARS, keep_snapshots: int = 64,
+                 passes: int | None = None):
+        super().__init__(data_args, tokenizer, lexicon, seed, rank, world_size, block_chars)
+        self.keep_snapshots, self.passes = keep_snapshots, passes
+        self.epoch = 0
+        self._snapshots: OrderedDict[int, dict] = OrderedDict()
+        self._resume: dict | None = None
+
+    def _keeps(self, text: str) -> bool:
+        return not is_held_out(text, self.data_args.eval_fraction)
+
+    def _start(self, packer: BestFitPacker) -> tuple[int, int]:
+        if self._resume is None:
+            return 0, 0
+        state, self._resume = self._resume, None
+        self.epoch = state["epoch"]
+        self._documents.set_epoch(self.epoch)
+        self._documents.load_state_dict(state["documents"])
+        packer.load_state(state["packer"])
+        return state["skip_rows"], state["block_index"]
+
+    def _block_start(self) -> dict:
+        return {"epoch": self.epoch, "documents": self._documents.state_dict()}
+
+    def _with_position(self, example: dict, block_index: int, row: int) -> dict:
+        example[STREAM_POSITION] = [block_index, row]
+        return example
+
+    def _next_pass(self, taken_in_pass: int) -> bool:
+        """The next pass, reshuffled (`set_epoch`; `datasets`' `repeat` would replay the same order)."""
+        if self.passes is not None and self.epoch + 1 >= self.passes:
+            return False
+        if not taken_in_pass:
+            where = f"process {self.rank} of {self.world_size}" if self.world_size > 1 else "the sources"
+            raise ValueError(
+                f"No training document in a whole pass over {where} ({[s.name for s in self.sources]}): every "
+                f"document is empty, skipped or held out (eval_fraction={self.data_args.eval_fraction}); check each "
+                "source's text_field or template against its rows."
+            )
+        self.epoch += 1
+        self._documents.set_epoch(self.epoch)
+        return True
 
     def _remember(self, block_index: int, start: dict, packer: BestFitPacker) -> None:
         self._snapshots[block_index] = {**start, "packer": packer.state()}
@@ -274,3 +302,34 @@ class PackedStream(torch.utils.data.IterableDataset):
             logger.warning("Data: datasets does not save shuffle buffers: resuming a shuffled stream loses up to "
                            "%d documents per source and is not row-exact", self.data_args.shuffle_buffer_size)
         self._resume = state
+
+
+class EvaluationRows(PackedStream):
+    """Finite evaluation rows: every document of every source read once (`all_exhausted_without_replacement`);
+    with `held_out` (default) only the held-out ones, the first `max_eval_documents` of them, each cut to
+    `eval_tokens_per_document` (counted in `eval_counts`)."""
+
+    stopping_strategy = "all_exhausted_without_replacement"
+
+    def __init__(self, data_args: DataArguments, tokenizer, lexicon=None, held_out: bool = True, seed: int = 0,
+                 block_chars: int = BLOCK_CHARS):
+        super().__init__(data_args, tokenizer, lexicon, seed, block_chars=block_chars)
+        self.held_out = held_out
+        self.max_documents = data_args.max_eval_documents if held_out else None
+        # documents taken, those cut to `eval_tokens_per_document`, and the tokens cut off
+        self.eval_counts = {"documents": 0, "cut": 0, "tokens_cut": 0}
+
+    def _keeps(self, text: str) -> bool:
+        return not self.held_out or is_held_out(text, self.data_args.eval_fraction)
+
+    def _prepare(self, ids: list[int], flags: list[int]) -> tuple[list[int], list[int]]:
+        """A held-out document cut to `eval_tokens_per_document` (one 5 MB note would otherwise be thousands of
+        rows), counted."""
+        if not self.held_out:
+            return ids, flags
+        limit = self.data_args.eval_tokens_per_document
+        self.eval_counts["documents"] += 1
+        if len(ids) > limit:
+            self.eval_counts["cut"] += 1
+            self.eval_counts["tokens_cut"] += len(ids) - limit
+        return ids[:limit], flags[:limit]

@@ -16,7 +16,7 @@ from transformers import (
     set_seed,
 )
 
-from ..artifacts import FINETUNE_RESULTS_FILE
+from ..artifacts import FINETUNE_RESULTS_FILE, FinetuneResult
 from ..configs import FinetuneArguments, FinetuneTrainingArguments
 from ..configs.finetuning import FINETUNE_SPLITS
 from .classification import ClassificationTask
@@ -78,7 +78,7 @@ def max_input_length(args: FinetuneArguments, config: PretrainedConfig, tokenize
     return args.max_length
 
 
-def finetune(args: FinetuneArguments, training_args: FinetuneTrainingArguments) -> dict:
+def finetune(args: FinetuneArguments, training_args: FinetuneTrainingArguments) -> FinetuneResult:
     """Fine-tune a fresh copy of the checkpoint per seed, score `args.eval_split`, and return the results."""
     task = build_task(args)
     tokenizer = load_tokenizer(args, task)
@@ -110,19 +110,19 @@ def finetune(args: FinetuneArguments, training_args: FinetuneTrainingArguments) 
         if args.save_models:
             trainer.save_model(str(seed_dir))
             logger.info("Save: seed %d model in %s", seed, seed_dir)
-    return {
-        "task": args.task_name,
-        "task_type": args.task_type,
-        "split": args.eval_split,
-        "data_file": str(task.data[args.eval_split].path),
-        "num_examples": task.num_examples(args.eval_split),
-        "checkpoint": args.model_name_or_path,
-        "labels": task.labels,
-        "seeds": list(args.seeds),
-        "metrics": aggregate(per_seed),
-        "train_loss": train_losses,
-        "data_notes": task.data_notes(args.eval_split),
-        "settings": {
+    return FinetuneResult(
+        task=args.task_name,
+        task_type=args.task_type,
+        split=args.eval_split,
+        data_file=str(task.data[args.eval_split].path),
+        num_examples=task.num_examples(args.eval_split),
+        checkpoint=args.model_name_or_path,
+        labels=task.labels,
+        seeds=list(args.seeds),
+        metrics=aggregate(per_seed),
+        train_loss=train_losses,
+        data_notes=task.data_notes(args.eval_split),
+        settings={
             "learning_rate": training_args.learning_rate,
             "num_train_epochs": training_args.num_train_epochs,
             "max_steps": training_args.max_steps,
@@ -132,7 +132,7 @@ def finetune(args: FinetuneArguments, training_args: FinetuneTrainingArguments) 
             "max_train_examples": args.max_train_examples,
             "max_eval_examples": args.max_eval_examples,
         },
-    }
+    )
 
 
 def results_path(args: FinetuneArguments, training_args: FinetuneTrainingArguments) -> Path:

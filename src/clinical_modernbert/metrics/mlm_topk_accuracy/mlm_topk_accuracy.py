@@ -6,16 +6,10 @@ import datasets
 import evaluate
 import numpy as np
 
+from clinical_modernbert.artifacts.mlm_eval import GROUPS, MASK_ONLY  # the figures' names, as results files hold them
+
 IGNORE_INDEX = -100
 DEFAULT_TOP_K = (1, 5, 10, 25)
-GROUPS = ("medical", "other")
-MASK_ONLY = "mask_only_"  # prefix of the figures over positions whose input was the mask token
-# the two sets of counted positions, as the results files and the model card describe them
-COUNTED_POSITIONS = (
-    "every position with a label: each token selected for masking, whether replaced by [MASK], replaced by a random "
-    "token, or kept unchanged; special tokens and padding are never selected"
-)
-MASK_ONLY_POSITIONS = "the labelled positions whose input was [MASK] only: the answer is not in the input"
 
 _DESCRIPTION = """
 Top-k accuracy of masked-language-model predictions: the share of counted positions whose reference token is among

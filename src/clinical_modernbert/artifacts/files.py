@@ -1,7 +1,4 @@
-"""The files a run leaves behind: their names, in one place, and how JSON ones are written.
-
-The model card and the push read these; training, evaluation, fine-tuning and vocabulary refinement write them.
-"""
+"""The names of the files a run leaves behind, and how JSON ones are written and read."""
 
 from __future__ import annotations
 
@@ -10,18 +7,18 @@ import os
 from pathlib import Path
 
 # recipes/pretrain.py, in its output_dir
-RUN_FACTS_FILE = "run_facts.json"  # what the run measured about itself (schema: pretraining.run_facts)
+RUN_FACTS_FILE = "run_facts.json"  # what the run measured about itself (schema: run_facts.RunFacts)
 HELD_OUT_EVAL_FILE = "eval_results.json"  # the Trainer's evaluation of the held-out rows
 EVAL_SET_DIR = "eval_set"  # the held-out rows, saved once and reloaded by other processes and resumed runs
 EVAL_SET_FINGERPRINT_FILE = "fingerprint.txt"  # in EVAL_SET_DIR: what those rows were built from
 PHASE_DIR = "phase-{name}"  # a training phase's own output_dir, inside the run's
 TRAINING_CURVES_FILE = "training_curves.png"  # plotted for the model card
 # recipes/evaluate_mlm.py, beside the model
-MLM_EVAL_FILE = "mlm_eval_results.json"
+MLM_EVAL_FILE = "mlm_eval_results.json"  # schema: mlm_eval.MlmEvalReport
 # recipes/finetune.py (the model card lists every finetune_results_*.json beside the model)
-FINETUNE_RESULTS_FILE = "finetune_results_{task}.json"
+FINETUNE_RESULTS_FILE = "finetune_results_{task}.json"  # schema: finetune_result.FinetuneResult
 # recipes/extend_tokenizer.py, beside the extended tokenizer (carried into the pretraining run's output)
-VOCABULARY_REPORT_FILE = "vocabulary_report.json"
+VOCABULARY_REPORT_FILE = "vocabulary_report.json"  # schema: vocabulary_report.VocabularyReport
 ADDED_TOKENS_FILE = "added_tokens.tsv"
 
 
@@ -31,3 +28,11 @@ def save_json(data: dict, path: str | os.PathLike) -> None:
     staging = Path(f"{path}.tmp")
     staging.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     os.replace(staging, path)
+
+
+def read_json(path: str | os.PathLike):
+    """A JSON file's content; malformed JSON raises naming the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"Malformed {path}: not valid JSON ({err})") from err

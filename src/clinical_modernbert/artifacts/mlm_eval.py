@@ -1,0 +1,113 @@
+"""`mlm_eval_results.json` (`recipes/evaluate_mlm.py`): top-k masked-token accuracy and perplexity of a model, with the
+data and masking they were measured on; the run's own held-out evaluation (`eval_results.json`) in the same form."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from .run_facts import RunFacts
+from .schema import JsonArtifact, check, is_count, is_number, is_object
+
+MASK_ONLY = "mask_only_"  # prefix of the figures over positions whose input was the mask token
+# the two sets of counted positions, as the results files and the model card describe them
+COUNTED_POSITIONS = (
+    "every position with a label: each token selected for masking, whether replaced by [MASK], replaced by a random "
+    "token, or kept unchanged; special tokens and padding are never selected"
+)
+MASK_ONLY_POSITIONS = "the labelled positions whose input was [MASK] only: the answer is not in the input"
+GROUPS = ("medical", "other")
+
+
+@dataclass
+class MlmEvalReport(JsonArtifact):
+    """Figures in `metrics`: `top_<k>`, `num_positions`, `perplexity`, each also per token group (`medical_`,
+    `other_`) and over `[MASK]` positions only (`mask_only_`)."""
+
+    data: dict  # split (held_out | all), sources {name: {path, ...}}, max_seq_length, documents, rows, tokens
+    masking: dict  # mlm_probability, seed, the replacement rates, the counted positions described
+    top_k: list[int]
+    metrics: dict[str, float]
+    model: str | None = None  # what was evaluated; None for a run's own evaluation
+
+    @classmethod
+    def from_held_out_eval(cls, facts: RunFacts, held_out: dict, path: str | os.PathLike) -> MlmEvalReport | None:
+        """The run's own evaluation (`held_out`: the Trainer's `eval_results.json` at `path`, `eval_top_1`, ...) on
+        the held-out rows of the run's sources, validated; None if it holds no top-k figures."""
+        metrics = {key.removeprefix("eval_"): value for key, value in held_out.items() if key.startswith("eval_")}
+        top_k = sorted(int(match[1]) for key in metrics if (match := re.fullmatch(r"top_(\d+)", key)))
+        if not top_k:
+            return None
+        held_out_set = facts.held_out or {}
+        return cls.from_json({
+            "data": {
+                "split": "held_out",
+                "sources": {name: {"path": source} for name, source in facts.source_paths.items()},
+                "max_seq_length": facts.max_seq_length,
+                **{key: held_out_set.get(key) for key in ("documents", "rows", "tokens")},
+            },
+            "masking": {
+                "mlm_probability": facts.masking["eval_mlm_probability"],
+                "seed": facts.masking.get("eval_seed"),
+                "counted_positions": COUNTED_POSITIONS,
+                "mask_only_positions": MASK_ONLY_POSITIONS,
+            },
+            "top_k": top_k,
+            "metrics": metrics,
+        }, path)
+
+    @property
+    def dataset_name(self) -> str:
+        """How the card names the evaluation data: its sources and split."""
+        split = "held-out documents" if self.data["split"] == "held_out" else "all documents"
+        return f"{', '.join(self.data['sources'])} ({split})"
+
+    @classmethod
+    def problems(cls, data: dict) -> list[str]:
+        """Data, masking, top_k and the metrics (overall, per group, [MASK] only) are there and consistent."""
+        problems = []
+        for key in ("data", "masking", "metrics"):
+            check(problems, data, key, is_object, "an object")
+        check(problems, data, "top_k", _is_k_list, "a non-empty increasing list of positive integers")
+        if problems:
+            return problems
+        sources = data["data"].get("sources")
+        entries = sources.values() if isinstance(sources, dict) else []
+        if not entries or not all(isinstance(s, dict) and "path" in s for s in entries):
+            problems.append(f"data.sources must name the evaluated sources with their path, got {sources!r}")
+        check(problems, data["data"], "split", lambda v: isinstance(v, str) and v, "a non-empty string")
+        check(problems, data["masking"], "mlm_probability", lambda v: is_number(v) and 0 < v < 1,
+              "a number in (0, 1)")
+        metrics = data["metrics"]
+        check(problems, metrics, "num_positions", lambda v: is_count(v) and v > 0, "a positive integer")
+        check(problems, metrics, "perplexity", lambda v: is_number(v) and v >= 1, "a number >= 1")
+        _top_k_problems(problems, metrics, "", data["top_k"])
+        if f"{MASK_ONLY}num_positions" in metrics:  # files written before the [MASK]-only figures lack them
+            check(problems, metrics, f"{MASK_ONLY}num_positions", is_count, "a non-negative integer")
+            if metrics[f"{MASK_ONLY}num_positions"]:
+                _top_k_problems(problems, metrics, MASK_ONLY, data["top_k"])
+        for group in (*GROUPS, *(MASK_ONLY + g for g in GROUPS)):
+            count = metrics.get(f"{group}_num_positions")
+            if count is None:
+                continue
+            if not is_count(count):
+                problems.append(f"metrics.{group}_num_positions must be a non-negative integer, got {count!r}")
+            elif count:
+                _top_k_problems(problems, metrics, f"{group}_", data["top_k"])
+        return problems
+
+
+def _top_k_problems(problems: list[str], metrics: dict, prefix: str, top_k: list[int]) -> None:
+    values = [metrics.get(f"{prefix}top_{k}") for k in top_k]
+    for k, value in zip(top_k, values):
+        if not (is_number(value) and 0 <= value <= 1):
+            problems.append(f"metrics.{prefix}top_{k} must be a number in [0, 1], got {value!r}")
+    if all(is_number(v) for v in values) and values != sorted(values):
+        problems.append(f"metrics.{prefix}top_k accuracies must not decrease as k grows, got {values}")
+
+
+def _is_k_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(is_count(k) and k > 0 for k in value) and (
+        value == sorted(set(value))
+    )
