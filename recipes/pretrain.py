@@ -13,7 +13,7 @@ from transformers import set_seed
 from clinical_modernbert.artifacts import RUN_FACTS_FILE
 from clinical_modernbert.checkpoints import resolve_checkpoint
 from clinical_modernbert.cli import run_recipe
-from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
+from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainTrainingArguments
 from clinical_modernbert.hub import claim_push_to_hub, push_model_dir
 from clinical_modernbert.lexicon import Lexicon
 from clinical_modernbert.masking import MaskingScheduleCallback
@@ -95,4 +95,5 @@ def train_phase(phase, model_args, data_args, masking_args, training_args):
 
 
 if __name__ == "__main__":
-    run_recipe(main, [ModelArguments, DataArguments, MaskingArguments, PretrainConfig], default_config=DEFAULT_CONFIG)
+    run_recipe(main, [ModelArguments, DataArguments, MaskingArguments, PretrainTrainingArguments],
+               default_config=DEFAULT_CONFIG)

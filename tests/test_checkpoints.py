@@ -28,7 +28,7 @@ from clinical_modernbert.checkpoints import (
     resolve_checkpoint,
     rotate_checkpoints,
 )
-from clinical_modernbert.configs import PretrainConfig
+from clinical_modernbert.configs import PretrainTrainingArguments
 from clinical_modernbert.trainer import STREAM_STATE_FILE
 
 STREAM_STATE = STREAM_STATE_FILE.format(rank=0)
@@ -52,7 +52,7 @@ def run_dir(trained_run, tmp_path):
 
 
 def args_for(output_dir, **overrides):
-    return PretrainConfig(output_dir=str(output_dir), max_steps=4, report_to="none", **overrides)
+    return PretrainTrainingArguments(output_dir=str(output_dir), max_steps=4, report_to="none", **overrides)
 
 
 def test_a_saved_checkpoint_lists_every_file_of_the_trainer_and_the_stream(trained_run):

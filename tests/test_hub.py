@@ -16,7 +16,12 @@ from test_model_card import sample_mlm_eval, write_model_dir
 from transformers import AutoTokenizer
 
 from clinical_modernbert.artifacts import MLM_EVAL_FILE, TRAINING_CURVES_FILE
-from clinical_modernbert.configs import FinetuneTrainingArguments, PretrainConfig, PushArguments, check_repo_id
+from clinical_modernbert.configs import (
+    FinetuneTrainingArguments,
+    PretrainTrainingArguments,
+    PushArguments,
+    check_repo_id,
+)
 from clinical_modernbert.hub import (
     plan_model_upload,
     push,
@@ -148,12 +153,12 @@ def test_an_allow_listed_symlink_is_refused_and_nothing_uploaded(model_dir, hub,
 
 def test_hub_token_is_refused_when_parsed():
     """`--hub_token` would be pickled into training_args.bin and every checkpoint: the token comes from HF_TOKEN."""
-    for arguments in (PretrainConfig, FinetuneTrainingArguments):
+    for arguments in (PretrainTrainingArguments, FinetuneTrainingArguments):
         message = "hub_token is refused: .*training_args.bin.*HF_TOKEN or run `hf auth"
         with pytest.raises(ValueError, match=message) as err:
             arguments(output_dir="out", max_steps=1, hub_token=TOKEN)
         assert TOKEN not in str(err.value)
-    assert PretrainConfig(output_dir="out", max_steps=1).hub_token is None
+    assert PretrainTrainingArguments(output_dir="out", max_steps=1).hub_token is None
 
 
 def test_dry_run_prints_the_plan_and_the_card_and_uploads_nothing(model_dir, hub, capsys):

@@ -10,7 +10,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.commands.launch import launch_command_parser
 from conftest import REPO_ROOT
 
-from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
+from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainTrainingArguments
 from clinical_modernbert.parsing import parse_recipe_args
 
 SLURM_SCRIPT = REPO_ROOT / "recipes" / "slurm" / "pretrain.slurm"
@@ -67,7 +67,7 @@ def test_slurm_script_launches_the_recipe_on_every_machine(tmp_path):
     assert args.training_script == "recipes/pretrain.py" and (REPO_ROOT / args.training_script).is_file()
     assert args.training_script_args == ["--config", BASE_CONFIG, "--output_dir", "/scratch/a b"]
     # the recipe accepts what the script passes it
-    _, _, _, training = parse_recipe_args([ModelArguments, DataArguments, MaskingArguments, PretrainConfig],
+    _, _, _, training = parse_recipe_args([ModelArguments, DataArguments, MaskingArguments, PretrainTrainingArguments],
                                           args=[*args.training_script_args, "--bf16", "false", "--use_cpu", "true"])
     assert training.output_dir == "/scratch/a b" and len(training.phases) == 2
 

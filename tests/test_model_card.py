@@ -4,7 +4,6 @@
 test_space.py.
 """
 
-import io
 import json
 import re
 import shutil
@@ -12,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib.image
 import pytest
 import torch
 from conftest import REPO_ROOT, tiny_config
@@ -31,7 +29,6 @@ from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
 from clinical_modernbert.hub import plan_model_upload
 from clinical_modernbert.model_card import (
     card_template,
-    plot_training_curves,
     read_run,
     render_model_card,
 )
@@ -299,26 +296,6 @@ def test_template_holds_no_typed_figures():
     assert re.findall(r".*\d.*", static) == []
 
 
-def test_plot_is_drawn_from_the_log_history():
-    log = sample_run_facts()["log_history"]
-    image = matplotlib.image.imread(io.BytesIO(plot_training_curves(log)), format="png")
-    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
-    changed = [dict(entry, loss=entry["loss"] * 3) if "loss" in entry else entry for entry in log]
-    assert plot_training_curves(changed) != plot_training_curves(log)
-
-
-def test_plot_draws_what_was_logged_and_nothing_without_a_loss():
-    log = sample_run_facts()["log_history"]
-    without_rates = [{k: v for k, v in e.items() if k in ("loss", "eval_loss", "step")} for e in log]
-    held_out_only = [e for e in log if "eval_loss" in e]
-    for partial in (without_rates, held_out_only):  # curves not logged are named "not measured" in the legend
-        assert plot_training_curves(partial).startswith(b"\x89PNG")
-        assert plot_training_curves(partial) != plot_training_curves(log)
-    assert plot_training_curves(SHORT_RUN_LOG) is None
-    assert plot_training_curves([]) is None
-
-
-# What the Trainer logs for a run shorter than its logging interval, not evaluated: the end-of-training summary only.
 SHORT_RUN_LOG = [{"train_runtime": 3.2, "train_samples_per_second": 5.0, "train_steps_per_second": 0.6,
                   "total_flos": 1234.0, "train_loss": 8.1, "epoch": 0.5, "step": 2}]
 

@@ -12,24 +12,24 @@ from transformers import get_scheduler
 
 from clinical_modernbert.artifacts import RunFacts
 from clinical_modernbert.checkpoints import run_is_finished
-from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
+from clinical_modernbert.configs import DataArguments, MaskingArguments, ModelArguments, PretrainTrainingArguments
 from clinical_modernbert.parsing import parse_recipe_args
 from clinical_modernbert.phases import combine_facts, phase_arguments, plan_phases
 from clinical_modernbert.pretraining import build_collators
 
 BASE_CONFIG = REPO_ROOT / "recipes" / "configs" / "clinical_modernbert_base.yaml"
 CARD_TOKENS = 13_004_002_816  # the original Clinical ModernBERT card: 150,000 steps, batch 128
-ARGUMENTS = [ModelArguments, DataArguments, MaskingArguments, PretrainConfig]
+ARGUMENTS = [ModelArguments, DataArguments, MaskingArguments, PretrainTrainingArguments]
 
 
-def training_args(tmp_path, **overrides) -> PretrainConfig:
+def training_args(tmp_path, **overrides) -> PretrainTrainingArguments:
     values = dict(output_dir=str(tmp_path / "run"), use_cpu=True, report_to="none", max_steps=10,
                   per_device_train_batch_size=4, lr_scheduler_type="warmup_stable_decay",
                   lr_scheduler_kwargs={"num_decay_steps": 3}, warmup_steps=2, learning_rate=1e-3,
                   phases=[{"name": "short", "max_seq_length": 128, "max_steps": 6},
                           {"name": "long", "max_seq_length": 256, "max_steps": 4, "per_device_train_batch_size": 2}])
     values.update(overrides)
-    return PretrainConfig(**values)
+    return PretrainTrainingArguments(**values)
 
 
 @pytest.mark.parametrize("processes", [8, 16, 32])
@@ -119,7 +119,7 @@ def test_phases_follow_one_learning_rate_schedule(tmp_path):
     assert rates[:3] == pytest.approx([0, 5e-4, 1e-3]) and rates[-1] < rates[-2] < rates[-3] == pytest.approx(1e-3)
 
 
-def _learning_rates(args: PretrainConfig, steps: int) -> list[float]:
+def _learning_rates(args: PretrainTrainingArguments, steps: int) -> list[float]:
     """The learning rate of each step, from the scheduler the Trainer builds out of these arguments."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(steps),

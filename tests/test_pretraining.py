@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 import clinical_modernbert.pretraining as pretraining
 from clinical_modernbert.artifacts import EVAL_SET_DIR
 from clinical_modernbert.assets import EMBEDDED_TOKENIZER_DIR
-from clinical_modernbert.configs import DataArguments, PretrainConfig
+from clinical_modernbert.configs import DataArguments, PretrainTrainingArguments
 from clinical_modernbert.data.stream import is_held_out
 from clinical_modernbert.lexicon import Lexicon
 from clinical_modernbert.pretraining import build_eval_set
@@ -41,7 +41,7 @@ def streams_built(monkeypatch):
 def build(tmp_path, corpus, tokenizer, lexicon=None, seed=0, overwrite=False, **data):
     data_args = DataArguments(sources=[{"name": "notes", "path": "json", "data_files": corpus}],
                               **{"max_seq_length": 64, "eval_fraction": 0.2, "max_eval_documents": 40, **data})
-    args = PretrainConfig(output_dir=str(tmp_path / "run"), max_steps=1, report_to="none", seed=seed,
+    args = PretrainTrainingArguments(output_dir=str(tmp_path / "run"), max_steps=1, report_to="none", seed=seed,
                           overwrite_output_dir=overwrite)
     return build_eval_set(data_args, tokenizer, lexicon, args)
 

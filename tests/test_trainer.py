@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_config
 from transformers import ModernBertForMaskedLM, TrainerCallback
 
-from clinical_modernbert.configs import DataArguments, PretrainConfig
+from clinical_modernbert.configs import DataArguments, PretrainTrainingArguments
 from clinical_modernbert.data.stream import TrainingStream
 from clinical_modernbert.masking import MaskingSchedule, MaskingScheduleCallback, MedicalMaskingCollator
 from clinical_modernbert.trainer import STREAM_STATE_FILE, MLMTrainer
@@ -40,7 +40,7 @@ def make_trainer(tmp_path, tokenizer, corpus, callbacks=(), **overrides):
     values = dict(output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=2, save_strategy="steps",
                   save_steps=3, report_to="none", logging_steps=1, seed=0, dataloader_pin_memory=False)
     values.update(overrides)
-    args = PretrainConfig(**values)
+    args = PretrainTrainingArguments(**values)
     torch.manual_seed(0)
     collator = MedicalMaskingCollator(tokenizer=tokenizer, schedule=MaskingSchedule(0.3, 0.15, 6), seed=0)
     trainer = RecordingTrainer(

@@ -10,7 +10,6 @@ is absent, and any figure the run did not measure, says "not measured".
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from pathlib import Path
 from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from matplotlib.figure import Figure
 from safetensors import safe_open
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
@@ -40,6 +38,7 @@ from .artifacts import (
 )
 from .artifacts.run_facts import SETTING_KEYS
 from .assets import shipped_folder
+from .training_curves import plot_training_curves
 
 logger = logging.getLogger(__name__)
 
@@ -281,42 +280,6 @@ def _evaluation_context(report: MlmEvalReport, file: str) -> dict:
 
 def _ratio(numerator, denominator) -> float | None:
     return numerator / denominator if numerator is not None and denominator else None
-
-
-def plot_training_curves(log_history: list[dict]) -> bytes | None:
-    """PNG of the training and held-out loss and the masking rates over steps, from the Trainer's logs.
-
-    A curve with no logged point is named in the legend as "not measured"; None when no loss was logged at all
-    (a run shorter than its logging interval that was not evaluated).
-    """
-    train = [e for e in log_history if "loss" in e and "step" in e]
-    held_out = [e for e in log_history if "eval_loss" in e and "step" in e]
-    if not train and not held_out:
-        return None
-    fig = Figure(figsize=(7, 5.5), layout="constrained")
-    loss_ax, rate_ax = fig.subplots(2, 1, sharex=True)
-    _plot_curve(loss_ax, train, "loss", "training loss")
-    _plot_curve(loss_ax, held_out, "eval_loss", "held-out loss", "o")
-    loss_ax.set_ylabel("MLM loss")
-    loss_ax.legend()
-    _plot_curve(rate_ax, train, "mlm_probability", "scheduled masking rate")
-    _plot_curve(rate_ax, train, "masked_fraction", "realised masking rate")
-    _plot_curve(rate_ax, train, "medical_share_masked", "medical share of masked tokens")
-    rate_ax.set_ylim(0, 1)
-    rate_ax.set_xlabel("step")
-    rate_ax.set_ylabel("fraction")
-    rate_ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def _plot_curve(ax, entries: list[dict], key: str, label: str, style: str = "-") -> None:
-    points = [(e["step"], e[key]) for e in entries if key in e]
-    if points:
-        ax.plot(*zip(*points), style, label=label)
-    else:
-        ax.plot([], [], style, label=f"{label}: not measured")
 
 
 def _hub_id(name: str) -> bool:

@@ -18,7 +18,7 @@ from transformers import SchedulerType
 
 from .artifacts import PHASE_DIR, RUN_FACTS_FILE, RunFacts
 from .checkpoints import run_is_finished
-from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig, TrainingPhase
+from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainTrainingArguments, TrainingPhase
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ class PlannedPhase:
         return self.tokens_per_step * self.max_steps
 
 
-def plan_phases(data_args: DataArguments, args: PretrainConfig, world_size: int | None = None) -> list[PlannedPhase]:
+def plan_phases(
+    data_args: DataArguments, args: PretrainTrainingArguments, world_size: int | None = None
+) -> list[PlannedPhase]:
     """The run's phases on `world_size` processes (default: this run's), checked; one phase when none is configured."""
     world_size = world_size or args.world_size
     phases = [TrainingPhase(**p) for p in args.phases] or [
@@ -99,7 +101,7 @@ def batch_shape(phase: TrainingPhase, max_per_device: int, world_size: int) -> t
     return per_device, rows // per_device
 
 
-def check_phased_schedule(args: PretrainConfig, plan: list[PlannedPhase]) -> None:
+def check_phased_schedule(args: PretrainTrainingArguments, plan: list[PlannedPhase]) -> None:
     """Phases share one warmup-stable-decay schedule: warmup within the first phase, decay within the last."""
     if args.lr_scheduler_type != SchedulerType.WARMUP_STABLE_DECAY:
         raise ValueError(
@@ -122,7 +124,7 @@ def check_phased_schedule(args: PretrainConfig, plan: list[PlannedPhase]) -> Non
 
 
 def phase_arguments(phase: PlannedPhase, plan: list[PlannedPhase], model_args: ModelArguments,
-                    data_args: DataArguments, args: PretrainConfig):
+                    data_args: DataArguments, args: PretrainTrainingArguments):
     """The model, data and training arguments of one phase (a full run of the recipe)."""
     index = plan.index(phase)
     if index > 0:  # warm start from the phase before (its saved model and tokenizer)
@@ -158,11 +160,11 @@ def log_plan(plan: list[PlannedPhase]) -> None:
                 sum(p.tokens for p in plan))
 
 
-TrainPhase = Callable[[PlannedPhase, ModelArguments, DataArguments, MaskingArguments, PretrainConfig], None]
+TrainPhase = Callable[[PlannedPhase, ModelArguments, DataArguments, MaskingArguments, PretrainTrainingArguments], None]
 
 
 def run_phases(train: TrainPhase, model_args: ModelArguments, data_args: DataArguments,
-               masking_args: MaskingArguments, args: PretrainConfig) -> None:
+               masking_args: MaskingArguments, args: PretrainTrainingArguments) -> None:
     """Train the phases in order with `train` (one full run each); finished phases are skipped."""
     plan = plan_phases(data_args, args)
     state = PartialState()

@@ -14,7 +14,7 @@ import xxhash
 from datasets import Dataset
 
 from .artifacts import EVAL_SET_DIR, EVAL_SET_FINGERPRINT_FILE, VOCABULARY_REPORT_FILE, RunFacts
-from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainConfig
+from .configs import DataArguments, MaskingArguments, ModelArguments, PretrainTrainingArguments
 from .data.rows import DOC_LENGTHS, INPUT_IDS, StreamRow
 from .data.sources import local_files
 from .data.stream import EvaluationRows, TrainingStream, materialise
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 
-def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: PretrainConfig):
+def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: PretrainTrainingArguments):
     """The training stream (this process's shard) and the held-out evaluation rows (materialised once)."""
     train = TrainingStream(
         data_args,
@@ -43,7 +43,9 @@ def build_datasets(data_args: DataArguments, tokenizer, lexicon: Lexicon, args: 
     return train, eval_dataset
 
 
-def build_eval_set(data_args: DataArguments, tokenizer, lexicon: Lexicon | None, args: PretrainConfig) -> Dataset:
+def build_eval_set(
+    data_args: DataArguments, tokenizer, lexicon: Lexicon | None, args: PretrainTrainingArguments
+) -> Dataset:
     """The held-out evaluation rows, streamed once and kept in `output_dir/eval_set`.
 
     Finding `max_eval_documents` held-out documents can mean reading millions (at `eval_fraction` 0.001), so the
@@ -97,7 +99,7 @@ def eval_set_fingerprint(data_args: DataArguments, tokenizer, lexicon: Lexicon |
     return xxhash.xxh64_hexdigest("\0".join(parts).encode())
 
 
-def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainConfig, steps_before: int = 0,
+def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainTrainingArguments, steps_before: int = 0,
                     total_steps: int | None = None):
     """The training collator (scheduled, weighted rate) and the evaluation collator (uniform fixed rate and seed).
 
@@ -122,7 +124,7 @@ def build_collators(tokenizer, masking_args: MaskingArguments, args: PretrainCon
     return train, MedicalMaskingCollator.for_evaluation(tokenizer, eval_probability, args.seed)
 
 
-def set_cpu_threads(args: PretrainConfig) -> None:
+def set_cpu_threads(args: PretrainTrainingArguments) -> None:
     """On the CPU, use the cores: `accelerate launch` sets OMP_NUM_THREADS=1 unless told otherwise."""
     if args.device.type == "cpu":
         torch.set_num_threads(args.cpu_threads or max(1, (os.cpu_count() or 1) // args.world_size))

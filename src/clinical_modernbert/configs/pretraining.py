@@ -242,7 +242,7 @@ class TrainingPhase:
 
 
 @dataclass
-class PretrainConfig(TrainingArguments):
+class PretrainTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the recipe's defaults (streams need max_steps, no column removal)."""
 
     output_dir: str = field(default="outputs/clinical-modernbert-tiny", metadata={"help": "Where the run is saved."})
