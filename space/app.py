@@ -18,9 +18,8 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 from clinical_modernbert.lexicon import Lexicon
 
 DEFAULT_MODEL = "outputs/clinical-modernbert-tiny"  # where `python recipes/pretrain.py` saves the embedded default
-# Caps on each text, so that one request stays within seconds of CPU; the page states them. Measured on a shared
-# 2-core CPU with a ModernBERT-base-sized model at the caps: fill-mask 3-5 s, similarity 4-9 s (one 100k-character
-# text, uncapped, took 62-124 s).
+# Caps on each text, so that one request stays bounded in CPU time (attention grows with the text); the page
+# states them.
 MAX_CHARS = 2_000
 MAX_TOKENS = 512
 MAX_TOP_K = 25
