@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import evaluate
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from clinical_modernbert.configs import DataArguments, EvaluationArguments, Mode
 from clinical_modernbert.evaluation import (
     build_eval_dataset,
     evaluate_masked_lm,
+    predict_masked,
 )
 from clinical_modernbert.lexicon import Lexicon
 from clinical_modernbert.masking import MedicalMaskingCollator
@@ -199,6 +201,25 @@ def test_figures_do_not_depend_on_the_batch_size(tokenizer, files, model_dir, tm
     counts = {key: value for key, value in figures[0].items() if key.endswith(("num_positions", "top_1", "top_5"))}
     assert counts == {key: figures[1][key] for key in counts}
     assert figures[0]["perplexity"] == pytest.approx(figures[1]["perplexity"], rel=1e-5)
+
+
+def test_predictions_in_dataset_order_give_the_evaluation_figures(tokenizer, files, model_dir, tmp_path):
+    """`predict_masked` returns each row's labels and top-k ids in the dataset's order, whatever the batch size."""
+    args = eval_args(files, per_device_eval_batch_size=5)
+    dataset = build_eval_dataset(data_args(files), args, tokenizer, None)
+    model = ModernBertForMaskedLM.from_pretrained(model_dir).eval()
+    collator = MedicalMaskingCollator.for_evaluation(tokenizer, args.mlm_probability, args.seed)
+    expected, _ = evaluate_masked_lm(model, tokenizer, dataset, collator, args, False, str(tmp_path))
+    predictions = predict_masked(model, tokenizer, dataset, collator, args, str(tmp_path), batch_size=7)
+    assert predictions.top_ids.shape[:2] == predictions.labels.shape and predictions.top_ids.shape[2] == 25
+    for row in (0, len(dataset) - 1):  # row i holds the labels the collator gives dataset row i alone
+        alone = collator([dataset[row]])["labels"][0].numpy()
+        assert (predictions.labels[row, : len(alone)] == alone).all()
+        assert (predictions.labels[row, len(alone):] == -100).all()
+    figures = predictions.figures(np.ones(predictions.labels.shape, dtype=bool), args.top_k)
+    assert figures == {key: value for key, value in expected.items() if "top_" in key or "num_positions" in key}
+    none = predictions.figures(np.zeros(predictions.labels.shape, dtype=bool), args.top_k)
+    assert none == {"top_1": None, "top_5": None, "top_25": None, "num_positions": 0}
 
 
 def load_recipe():

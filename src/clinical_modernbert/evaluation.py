@@ -15,8 +15,11 @@ masks from `MedicalMaskingCollator.for_evaluation`.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+import evaluate
+import numpy as np
 from datasets import Dataset
 from transformers import TrainingArguments
 
@@ -25,7 +28,8 @@ from .configs import DataArguments, EvaluationArguments
 from .data.rows import INPUT_IDS
 from .data.stream import EvaluationRows, materialise
 from .lexicon import Lexicon
-from .metrics.mlm_topk_metrics import PROTOCOLS, MLMTopKMetrics
+from .metrics import MLM_TOPK_ACCURACY
+from .metrics.mlm_topk_metrics import IGNORE_INDEX, PROTOCOLS, MLMTopKMetrics
 from .trainer import MLMTrainer
 
 logger = logging.getLogger(__name__)
@@ -58,31 +62,74 @@ def evaluate_masked_lm(model, tokenizer, dataset: Dataset, collator, eval_args: 
                        medical_breakdown: bool, output_dir: str) -> tuple[dict, list[int]]:
     """Top-k accuracies, counts and perplexity of `model` on `dataset` masked by `collator`, and the k values."""
     metrics = MLMTopKMetrics(eval_args.top_k, medical_breakdown=medical_breakdown)
-    args = TrainingArguments(
-        output_dir=output_dir,
-        per_device_eval_batch_size=eval_args.per_device_eval_batch_size,
-        batch_eval_metrics=True,
-        remove_unused_columns=False,
-        bf16=eval_args.bf16,
-        seed=eval_args.seed,
-        report_to="none",
-        dataloader_num_workers=0,
-    )
-    trainer = MLMTrainer(
-        model=model,
-        args=args,
-        eval_dataset=dataset,
-        data_collator=collator,
-        processing_class=tokenizer,
-        compute_metrics=metrics,
-        preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics,
-    )
+    trainer = _evaluation_trainer(model, tokenizer, dataset, collator, eval_args, output_dir, metrics,
+                                  batch_eval_metrics=True, compute_metrics=metrics)
     logger.info("Eval: %d rows, %.0f%% of tokens masked (seed %d), top-k for k in %s", len(dataset),
                 100 * eval_args.mlm_probability, eval_args.seed, metrics.top_k)
     results = trainer.evaluate()
     # eval_loss is the Trainer's mean of per-batch losses (perplexity is weighted by position); the rest is bookkeeping
     dropped = ("eval_loss", "eval_model_preparation_time", "epoch")
     return {key.removeprefix("eval_"): value for key, value in results.items() if key not in dropped}, metrics.top_k
+
+
+@dataclass
+class MaskedPredictions:
+    """Per row of a dataset (in its order) and position (padded with -100 to the longest row): the model's top-k ids,
+    the labels, and, from `MedicalMaskingCollator` batches, where the labelled input was `[MASK]`."""
+
+    top_ids: np.ndarray  # (rows, positions, max k), best first; -100 where not labelled
+    labels: np.ndarray  # (rows, positions): the reference id where labelled, -100 elsewhere
+    mask_input: np.ndarray | None  # (rows, positions): 1 where the labelled input was [MASK]; None if not given
+
+    def figures(self, selected: np.ndarray, top_k: list[int]) -> dict:
+        """The `mlm_topk_accuracy` figures (`top_<k>`, `num_positions`, `mask_only_` ones) over the labelled
+        positions where `selected` (rows, positions) is True; accuracies over no position are None."""
+        counted = selected & (self.labels != IGNORE_INDEX)
+        if not counted.any():
+            return {**{f"top_{k}": None for k in top_k}, "num_positions": 0}
+        metric = evaluate.load(MLM_TOPK_ACCURACY, top_k=top_k)
+        results = metric.compute(
+            predictions=self.top_ids[counted], references=self.labels[counted],
+            mask_flags=None if self.mask_input is None else self.mask_input[counted],
+        )
+        return {key: value for key, value in results.items() if value is not None or key.startswith("top_")}
+
+
+def predict_masked(model, tokenizer, dataset: Dataset, collator, eval_args: EvaluationArguments, output_dir: str,
+                   batch_size: int | None = None) -> MaskedPredictions:
+    """`model`'s top-k ids at every labelled position of `dataset` batched by `collator` (`Trainer.predict`: any
+    number of processes, bf16 as `eval_args` says); `batch_size` overrides `per_device_eval_batch_size`."""
+    metrics = MLMTopKMetrics(eval_args.top_k, medical_breakdown=False)
+    trainer = _evaluation_trainer(model, tokenizer, dataset, collator, eval_args, output_dir, metrics,
+                                  batch_size=batch_size, eval_accumulation_steps=1)
+    output = trainer.predict(dataset)
+    top_ids, _ = output.predictions
+    parts = output.label_ids if isinstance(output.label_ids, (tuple, list)) else (output.label_ids,)
+    return MaskedPredictions(top_ids=top_ids, labels=parts[0], mask_input=parts[2] if len(parts) > 2 else None)
+
+
+def _evaluation_trainer(model, tokenizer, dataset, collator, eval_args: EvaluationArguments, output_dir: str,
+                        metrics: MLMTopKMetrics, batch_size: int | None = None, compute_metrics=None,
+                        **training_args) -> MLMTrainer:
+    args = TrainingArguments(
+        output_dir=output_dir,
+        per_device_eval_batch_size=batch_size or eval_args.per_device_eval_batch_size,
+        remove_unused_columns=False,
+        bf16=eval_args.bf16,
+        seed=eval_args.seed,
+        report_to="none",
+        dataloader_num_workers=0,
+        **training_args,
+    )
+    return MLMTrainer(
+        model=model,
+        args=args,
+        eval_dataset=dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics,
+    )
 
 
 def format_table(results: dict, top_k: list[int]) -> str:

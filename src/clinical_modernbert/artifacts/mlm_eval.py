@@ -30,6 +30,8 @@ class MlmEvalReport(JsonArtifact):
     top_k: list[int]
     metrics: dict[str, float]
     model: str | None = None  # what was evaluated; None for a run's own evaluation
+    entities: dict | None = None  # with annotations: top-k inside/outside mentions per type, whole-mention recovery
+    long_context: dict | None = None  # the long-context probe: top-k per context length
 
     @classmethod
     def from_held_out_eval(cls, facts: RunFacts, held_out: dict, path: str | os.PathLike) -> MlmEvalReport | None:
