@@ -6,6 +6,8 @@
 The YAML holds `sources` (as in the pretraining configs) and optionally `split` (held_out | all), `max_seq_length`,
 `eval_fraction`, `lexicon_files`. Counted positions: every position with a label (masked, replaced or kept).
 With `--sparse_prediction true` the head runs on masked positions only: same numbers, far less memory per batch.
+`--context_lengths 512 1024 2048 4096 8192` adds the long-context probe (`long_context`): top-k per context length
+in the results file, the plot in long_context.png beside it.
 """
 
 import logging
@@ -23,6 +25,12 @@ from clinical_modernbert.evaluation import (
     format_table,
     results_path,
 )
+from clinical_modernbert.long_context import (
+    LONG_CONTEXT_PLOT,
+    format_long_context_table,
+    plot_long_context,
+    run_long_context_probe,
+)
 from clinical_modernbert.masking import MedicalMaskingCollator
 from clinical_modernbert.modeling import check_max_seq_length, load_model, load_tokenizer
 
@@ -33,6 +41,8 @@ def main(model_args, data_args, eval_args):
     if not model_args.model_name_or_path:
         raise ValueError("recipes/evaluate_mlm.py needs --model_name_or_path: a saved model directory or a Hub id.")
     check_max_seq_length(model_args, data_args.max_seq_length)
+    if eval_args.context_lengths:
+        check_max_seq_length(model_args, eval_args.context_lengths[-1], "context_lengths")
     set_seed(eval_args.seed)
     output = results_path(model_args.model_name_or_path, eval_args.output_json)
     tokenizer = load_tokenizer(model_args)
@@ -45,11 +55,18 @@ def main(model_args, data_args, eval_args):
         model, tokenizer, dataset, collator, eval_args, medical_breakdown=lexicon is not None,
         output_dir=str(output.parent),
     )
+    long_context = (run_long_context_probe(model, tokenizer, data_args, eval_args, str(output.parent))
+                    if eval_args.context_lengths else None)
     if not PartialState().is_main_process:
         return
     print(format_table(results, top_k))
     report = evaluation_report(model_args.model_name_or_path, data_args, eval_args, dataset, collator, top_k, results)
     output.parent.mkdir(parents=True, exist_ok=True)
+    if long_context:
+        print(format_long_context_table(long_context))
+        report.long_context = long_context
+        (output.parent / LONG_CONTEXT_PLOT).write_bytes(plot_long_context(long_context))
+        logger.info("Save: long-context plot in %s", output.parent / LONG_CONTEXT_PLOT)
     report.save(output)
     logger.info("Save: results in %s", output)
 

@@ -253,6 +253,19 @@ def test_evaluation_splits_read_every_document_once(tmp_path, embedded_tokenizer
     assert sum(i >= 1000 for i in trained) > 20  # training oversamples "b" by its weight
 
 
+def test_evaluation_documents_are_those_of_the_rows_whole(one_source, embedded_tokenizer):
+    """`documents()` reads what the rows are read from (held-out: the first `max_eval_documents`), neither cut to
+    `eval_tokens_per_document` nor packed."""
+    args = data_args(one_source, max_eval_documents=20, max_eval_tokens_per_document=10)
+    rows = EvaluationRows(args, embedded_tokenizer)
+    documents = list(rows.documents())
+    texts = [embedded_tokenizer.decode(ids) for ids in documents]
+    assert [int(DOC_ID.search(t)[1]) for t in texts] == sorted(doc_ids(rows, embedded_tokenizer))  # reading order
+    assert len(documents) == 20 and max(len(ids) for ids in documents) > 10
+    expected = {r["text"]: embedded_tokenizer(r["text"], add_special_tokens=False)["input_ids"] for r in corpus(300)}
+    assert all(expected[text] == ids for text, ids in zip(texts, documents))
+
+
 def test_no_training_document_is_an_error_not_an_endless_loop(tmp_path, embedded_tokenizer):
     path = write_jsonl(tmp_path / "blank.jsonl", [{"text": "  "}] * 5)
     stream = TrainingStream(data_args([{"name": "blank", "path": "json", "data_files": path}]), embedded_tokenizer)

@@ -322,6 +322,13 @@ class EvaluationRows(PackedStream):
     def _keeps(self, text: str) -> bool:
         return not self.held_out or is_held_out(text, self.data_args.eval_fraction)
 
+    def documents(self):
+        """The token ids (no special tokens) of each document these rows are read from, in order, whole: neither cut
+        to `eval_tokens_per_document` nor packed (the long-context probe's documents)."""
+        for _, encodings in map_ahead(self._encode, self._blocks()):
+            for encoding in encodings:
+                yield encoding.ids
+
     def _prepare(self, ids: list[int], flags: list[int]) -> tuple[list[int], list[int]]:
         """A held-out document cut to `eval_tokens_per_document` (one 5 MB note would otherwise be thousands of
         rows), counted."""
