@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+from contextlib import closing
 
 import numpy as np
 import torch
@@ -61,18 +62,17 @@ def read_probe_documents(data_args: DataArguments, eval_args: EvaluationArgument
     reaching = [0] * len(lengths)  # documents read at least as long as each length
     candidates, longest = [], 0
     stream = EvaluationRows(data_args, tokenizer, held_out=eval_args.split == "held_out", seed=eval_args.seed)
-    documents = stream.documents()
-    for ids in documents:
-        size = len(ids) + 2
-        longest = max(longest, size)
-        reached = [i for i, length in enumerate(lengths) if length <= size]
-        if any(reaching[i] < cap for i in reached):  # it may be among the first `cap` of some length
-            candidates.append(ids)
-        for i in reached:
-            reaching[i] += 1
-        if reaching[-1] >= cap:
-            break
-    documents.close()
+    with closing(stream.documents()) as documents:
+        for ids in documents:
+            size = len(ids) + 2
+            longest = max(longest, size)
+            reached = [i for i, length in enumerate(lengths) if length <= size]
+            if any(reaching[i] < cap for i in reached):  # it may be among the first `cap` of some length
+                candidates.append(ids)
+            for i in reached:
+                reaching[i] += 1
+            if reaching[-1] >= cap:
+                break
     kept = [length for length in lengths if length <= longest]
     dropped = [length for length in lengths if length > longest]
     if not kept:
