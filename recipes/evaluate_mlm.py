@@ -15,6 +15,7 @@ import logging
 from accelerate import PartialState
 from transformers import set_seed
 
+from clinical_modernbert.artifacts import LONG_CONTEXT_PLOT_FILE
 from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.configs import DataArguments, EvaluationArguments, ModelArguments
 from clinical_modernbert.evaluation import (
@@ -25,14 +26,10 @@ from clinical_modernbert.evaluation import (
     format_table,
     results_path,
 )
-from clinical_modernbert.long_context import (
-    LONG_CONTEXT_PLOT,
-    format_long_context_table,
-    plot_long_context,
-    run_long_context_probe,
-)
+from clinical_modernbert.long_context import format_long_context_table, run_long_context_probe
 from clinical_modernbert.masking import MedicalMaskingCollator
 from clinical_modernbert.modeling import check_max_seq_length, load_model, load_tokenizer
+from clinical_modernbert.plots import plot_long_context
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +62,8 @@ def main(model_args, data_args, eval_args):
     if long_context:
         print(format_long_context_table(long_context))
         report.long_context = long_context
-        (output.parent / LONG_CONTEXT_PLOT).write_bytes(plot_long_context(long_context))
-        logger.info("Save: long-context plot in %s", output.parent / LONG_CONTEXT_PLOT)
+        (output.parent / LONG_CONTEXT_PLOT_FILE).write_bytes(plot_long_context(long_context))
+        logger.info("Save: long-context plot in %s", output.parent / LONG_CONTEXT_PLOT_FILE)
     report.save(output)
     logger.info("Save: results in %s", output)
 

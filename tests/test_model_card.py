@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoTokenizer, ModernBertForMaskedLM
 
 from clinical_modernbert.artifacts import (
     HELD_OUT_EVAL_FILE,
+    LONG_CONTEXT_PLOT_FILE,
     MLM_EVAL_FILE,
     RUN_FACTS_FILE,
     TRAINING_CURVES_FILE,
@@ -260,6 +261,34 @@ def assert_top_k_tables(text: str, report: dict) -> None:
             assert f"| Top-{k} | {row} |" in table
 
 
+def sample_long_context() -> dict:
+    """The long-context probe's section, as `recipes/evaluate_mlm.py --context_lengths` writes it."""
+    accuracies = {"512": (0.1011, 0.2022, 0.3033, 0.4044), "1024": (0.1516, 0.2527, 0.3538, 0.4549)}
+    return {"context_lengths": [512, 1024], "dropped_lengths": [2048, 8192], "documents": 17, "probe_tokens": 128,
+            "positions": 321,
+            "top_k": {n: {f"top_{k}": a for k, a in zip((1, 5, 10, 25), values)} for n, values in accuracies.items()}}
+
+
+def test_long_context_table_and_plot_on_the_card_and_in_the_push(model_dir):
+    report = {**sample_mlm_eval(), "long_context": sample_long_context()}
+    write(model_dir / MLM_EVAL_FILE, report)
+    rendered = render_model_card(model_dir, REPO_ID)
+    text = " ".join(rendered.card.text.split())
+    assert ("**Long context** (the same file): 321 tokens near the end of 17 documents of notes (held-out documents) "
+            "that are at least 1,024 tokens long") in text
+    assert "each document's last 128 tokens" in text
+    assert "| Context length | Top-1 | Top-5 | Top-10 | Top-25 |" in text
+    assert "| 512 | 10.1% | 20.2% | 30.3% | 40.4% |" in text and "| 1,024 | 15.2% | 25.3% | 35.4% | 45.5% |" in text
+    assert "Context lengths 2048, 8192: not measured (no evaluated document is that long)." in text
+    assert f"]({LONG_CONTEXT_PLOT_FILE})" in text
+    plan = plan_model_upload(model_dir, REPO_ID)
+    assert plan.files[LONG_CONTEXT_PLOT_FILE] == rendered.images[LONG_CONTEXT_PLOT_FILE]
+    assert plan.files[LONG_CONTEXT_PLOT_FILE].startswith(b"\x89PNG")
+    write(model_dir / MLM_EVAL_FILE, sample_mlm_eval())
+    rendered = render_model_card(model_dir, REPO_ID)
+    assert "Long context" not in rendered.card.text and LONG_CONTEXT_PLOT_FILE not in rendered.images
+
+
 def test_an_evaluation_file_without_mask_only_figures_shows_one_table(model_dir):
     report = sample_mlm_eval()
     report["metrics"] = {key: value for key, value in report["metrics"].items() if not key.startswith("mask_only_")}
@@ -303,7 +332,7 @@ SHORT_RUN_LOG = [{"train_runtime": 3.2, "train_samples_per_second": 5.0, "train_
 def test_run_shorter_than_its_logging_interval_renders_without_a_plot(model_dir):
     write(model_dir / RUN_FACTS_FILE, sample_run_facts(steps=2, log_history=SHORT_RUN_LOG))
     rendered = render_model_card(model_dir, REPO_ID)
-    assert rendered.plot_png is None
+    assert rendered.images == {}
     assert "Training curves: not measured (no loss was logged" in rendered.card.text
     assert TRAINING_CURVES_FILE not in rendered.card.text
     plan = plan_model_upload(model_dir, REPO_ID)
@@ -370,10 +399,17 @@ def corrupt(report: dict, path: str, value) -> dict:
         ("data.sources", {}, "data.sources must name the evaluated sources"),
         ("metrics.mask_only_top_5", 0.01, r"metrics.mask_only_top_k accuracies must not decrease"),
         ("metrics.mask_only_medical_top_1", None, r"metrics.mask_only_medical_top_1 must be a number"),
+        ("long_context", [1], "long_context.must be an object"),
+        ("long_context.context_lengths", [1024, 512], "long_context.'context_lengths' must be a non-empty increasing"),
+        ("long_context.positions", 0, "long_context.'positions' must be a positive integer"),
+        ("long_context.top_k.512", KeyError, "long_context.top_k must hold the figures of exactly the context"),
+        ("long_context.top_k.1024.top_25", KeyError, r"long_context.top_k.1024.top_25 must be a number in \[0, 1\]"),
+        ("long_context.top_k.512.top_10", 0.9, "long_context.top_k.512.top_k accuracies must not decrease"),
     ],
 )
 def test_malformed_evaluation_file_is_refused(model_dir, path, value, message):
-    write(model_dir / MLM_EVAL_FILE, corrupt(sample_mlm_eval(), path, value))
+    report = {**sample_mlm_eval(), "long_context": sample_long_context()}
+    write(model_dir / MLM_EVAL_FILE, corrupt(report, path, value))
     with pytest.raises(ValueError, match=message) as err:
         render_model_card(model_dir, REPO_ID)
     assert f"Malformed {model_dir / MLM_EVAL_FILE}" in str(err.value)
@@ -431,7 +467,7 @@ def test_card_of_a_real_run_shorter_than_its_logging_interval(tmp_path):
     facts = json.loads((out / RUN_FACTS_FILE).read_text())
     assert not [entry for entry in facts["log_history"] if "loss" in entry or "eval_loss" in entry]
     rendered = render_model_card(out, REPO_ID)
-    assert rendered.plot_png is None and "Training curves: not measured" in rendered.card.text
+    assert rendered.images == {} and "Training curves: not measured" in rendered.card.text
     assert "| Optimizer steps | 2 |" in rendered.card.text
 
 
@@ -457,4 +493,4 @@ def test_card_of_a_real_pretraining_run(tmp_path):
             "tokens,\n15.0% of tokens masked (seed 42),\nmeasured by the training run itself") in text
     report = {"top_k": [1, 5, 10, 25], "metrics": {key.removeprefix("eval_"): value for key, value in metrics.items()}}
     assert_top_k_tables(text, report)
-    assert rendered.plot_png.startswith(b"\x89PNG")
+    assert rendered.images[TRAINING_CURVES_FILE].startswith(b"\x89PNG")

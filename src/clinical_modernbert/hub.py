@@ -17,7 +17,6 @@ import httpx2
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
-from .artifacts import TRAINING_CURVES_FILE
 from .assets import shipped_folder
 from .configs import check_repo_id
 from .model_card import render_model_card
@@ -132,9 +131,7 @@ def plan_model_upload(
     check_repo_id(repo_id)
     files, kept_local = select_model_files(model_dir)
     rendered = render_model_card(model_dir, repo_id, license=license, language=language)
-    files = {**files, "README.md": str(rendered.card).encode("utf-8")}
-    if rendered.plot_png:
-        files[TRAINING_CURVES_FILE] = rendered.plot_png
+    files = {**files, "README.md": str(rendered.card).encode("utf-8"), **rendered.images}
     return UploadPlan(repo_id=repo_id, repo_type="model", files=files, kept_local=kept_local)
 
 

@@ -10,7 +10,6 @@ grows. The documents are those the evaluation reads (`EvaluationRows`: held-out,
 
 from __future__ import annotations
 
-import io
 import logging
 from contextlib import closing
 
@@ -18,7 +17,6 @@ import numpy as np
 import torch
 import xxhash
 from datasets import Dataset
-from matplotlib.figure import Figure
 from transformers import DataCollatorForTokenClassification
 
 from .configs import DataArguments, EvaluationArguments
@@ -29,7 +27,6 @@ from .metrics.mlm_topk_metrics import IGNORE_INDEX, MLMTopKMetrics
 
 logger = logging.getLogger(__name__)
 
-LONG_CONTEXT_PLOT = "long_context.png"  # written next to the results file
 TOKENS_PER_BATCH = 512  # a batch of length L holds per_device_eval_batch_size * 512 / L rows (at least 1)
 
 
@@ -155,30 +152,6 @@ class LongContextProbe:
             "positions": positions,
             "top_k": {str(length): {f"top_{k}": figures[length][f"top_{k}"] for k in top_k} for length in lengths},
         }
-
-
-def plot_long_context(section: dict) -> bytes:
-    """PNG of top-k accuracy against context length (log2 axis), one line per k."""
-    lengths = section["context_lengths"]
-    ks = list(section["top_k"][str(lengths[0])])
-    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
-    ax = fig.subplots()
-    for key in ks:
-        ax.plot(lengths, [100 * section["top_k"][str(n)][key] for n in lengths], "o-",
-                label=key.replace("top_", "top-"))
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(lengths, [str(n) for n in lengths])
-    ax.set_ylim(0, 100)
-    ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("accuracy of the masked tokens (%)")
-    dropped = section["dropped_lengths"]
-    dropped = f"\nnot measured (no document that long): {dropped}" if dropped else ""
-    ax.set_title(f"{section['positions']} masked tokens in the last {section['probe_tokens']} tokens of "
-                 f"{section['documents']} documents{dropped}", fontsize=10)
-    ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
 
 
 def format_long_context_table(section: dict) -> str:

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 from .artifacts import (
     FINETUNE_RESULTS_FILE,
     HELD_OUT_EVAL_FILE,
+    LONG_CONTEXT_PLOT_FILE,
     MASK_ONLY,
     MASK_ONLY_POSITIONS,
     MLM_EVAL_FILE,
@@ -38,7 +39,7 @@ from .artifacts import (
 )
 from .artifacts.run_facts import SETTING_KEYS
 from .assets import shipped_folder
-from .training_curves import plot_training_curves
+from .plots import plot_long_context, plot_training_curves
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class RunRecord:
 @dataclass
 class RenderedCard:
     card: ModelCard
-    plot_png: bytes | None  # None when the run logged no loss
+    images: dict[str, bytes]  # the plots the card shows, by file name (none for what was not measured)
 
 
 def read_run(model_dir: str | Path) -> RunRecord:
@@ -128,13 +129,17 @@ def card_template() -> str:
 def render_model_card(
     model_dir: str | Path, repo_id: str, license: str = "apache-2.0", language: str = "en"
 ) -> RenderedCard:
-    """The model card (README.md) of `model_dir` for the Hub repo `repo_id`, and its training-curve plot (PNG)."""
+    """The model card (README.md) of `model_dir` for the Hub repo `repo_id`, and its plots (PNG): the training
+    curves, and the long-context probe's when the evaluation ran it (drawn from the figures, as the card shows them)."""
     run = read_run(model_dir)
-    plot = plot_training_curves(run.facts.log_history or [])
-    context = card_context(run, repo_id, plot_file=TRAINING_CURVES_FILE if plot else None)
+    images = {TRAINING_CURVES_FILE: plot_training_curves(run.facts.log_history or [])}
+    if run.mlm_eval and run.mlm_eval.long_context:
+        images[LONG_CONTEXT_PLOT_FILE] = plot_long_context(run.mlm_eval.long_context)
+    images = {name: png for name, png in images.items() if png}
+    context = card_context(run, repo_id, plot_file=TRAINING_CURVES_FILE if TRAINING_CURVES_FILE in images else None)
     card = ModelCard.from_template(card_data(run, repo_id, license, language), template_str=card_template(), **context)
     logger.info("Card: rendered for %s from %s", repo_id, run.model_dir)
-    return RenderedCard(card=card, plot_png=plot)
+    return RenderedCard(card=card, images=images)
 
 
 def card_data(run: RunRecord, repo_id: str, license: str, language: str) -> ModelCardData:
@@ -258,6 +263,7 @@ def _evaluation_context(report: MlmEvalReport, file: str) -> dict:
         "mlm_probability": report.masking["mlm_probability"],
         "seed": report.masking.get("seed"),
         "top_k": report.top_k,
+        "long_context": report.long_context and {**report.long_context, "plot_file": LONG_CONTEXT_PLOT_FILE},
         "protocols": [
             {
                 "name": name,

@@ -11,6 +11,7 @@ from .files import (
     EVAL_SET_FINGERPRINT_FILE,
     FINETUNE_RESULTS_FILE,
     HELD_OUT_EVAL_FILE,
+    LONG_CONTEXT_PLOT_FILE,
     MLM_EVAL_FILE,
     PHASE_DIR,
     RUN_FACTS_FILE,
@@ -26,7 +27,7 @@ from .vocabulary_report import VocabularyReport
 
 __all__ = [
     "ADDED_TOKENS_FILE", "COUNTED_POSITIONS", "EVAL_SET_DIR", "EVAL_SET_FINGERPRINT_FILE", "FINETUNE_RESULTS_FILE",
-    "HELD_OUT_EVAL_FILE", "MASK_ONLY", "MASK_ONLY_POSITIONS", "MLM_EVAL_FILE", "PHASE_DIR", "RUN_FACTS_FILE",
-    "TRAINING_CURVES_FILE", "VOCABULARY_REPORT_FILE", "FinetuneResult", "MlmEvalReport", "RunFacts",
+    "HELD_OUT_EVAL_FILE", "LONG_CONTEXT_PLOT_FILE", "MASK_ONLY", "MASK_ONLY_POSITIONS", "MLM_EVAL_FILE", "PHASE_DIR",
+    "RUN_FACTS_FILE", "TRAINING_CURVES_FILE", "VOCABULARY_REPORT_FILE", "FinetuneResult", "MlmEvalReport", "RunFacts",
     "VocabularyReport", "read_json", "save_json",
 ]

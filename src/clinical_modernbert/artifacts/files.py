@@ -13,6 +13,7 @@ EVAL_SET_DIR = "eval_set"  # the held-out rows, saved once and reloaded by other
 EVAL_SET_FINGERPRINT_FILE = "fingerprint.txt"  # in EVAL_SET_DIR: what those rows were built from
 PHASE_DIR = "phase-{name}"  # a training phase's own output_dir, inside the run's
 TRAINING_CURVES_FILE = "training_curves.png"  # plotted for the model card
+LONG_CONTEXT_PLOT_FILE = "long_context.png"  # the long-context probe, beside the evaluation results and on the card
 # recipes/evaluate_mlm.py, beside the model
 MLM_EVAL_FILE = "mlm_eval_results.json"  # schema: mlm_eval.MlmEvalReport
 # recipes/finetune.py (the model card lists every finetune_results_*.json beside the model)

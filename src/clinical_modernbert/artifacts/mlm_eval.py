@@ -38,7 +38,7 @@ class MlmEvalReport(JsonArtifact):
         """The run's own evaluation (`held_out`: the Trainer's `eval_results.json` at `path`, `eval_top_1`, ...) on
         the held-out rows of the run's sources, validated; None if it holds no top-k figures."""
         metrics = {key.removeprefix("eval_"): value for key, value in held_out.items() if key.startswith("eval_")}
-        top_k = sorted(int(match[1]) for key in metrics if (match := re.fullmatch(r"top_(\d+)", key)))
+        top_k = _ks_of(metrics)
         if not top_k:
             return None
         held_out_set = facts.held_out or {}
@@ -89,6 +89,9 @@ class MlmEvalReport(JsonArtifact):
             check(problems, metrics, f"{MASK_ONLY}num_positions", is_count, "a non-negative integer")
             if metrics[f"{MASK_ONLY}num_positions"]:
                 _top_k_problems(problems, metrics, MASK_ONLY, data["top_k"])
+        if data.get("long_context") is not None:
+            problems.extend(f"long_context.{problem}"
+                            for problem in _long_context_problems(data["long_context"], data["top_k"]))
         for group in (*GROUPS, *(MASK_ONLY + g for g in GROUPS)):
             count = metrics.get(f"{group}_num_positions")
             if count is None:
@@ -100,13 +103,45 @@ class MlmEvalReport(JsonArtifact):
         return problems
 
 
-def _top_k_problems(problems: list[str], metrics: dict, prefix: str, top_k: list[int]) -> None:
+def _top_k_problems(problems: list[str], metrics: dict, prefix: str, top_k: list[int],
+                    where: str = "metrics.") -> None:
+    """`metrics[prefix + "top_<k>"]` are accuracies that do not decrease with k; `where` names `metrics`."""
     values = [metrics.get(f"{prefix}top_{k}") for k in top_k]
     for k, value in zip(top_k, values):
         if not (is_number(value) and 0 <= value <= 1):
-            problems.append(f"metrics.{prefix}top_{k} must be a number in [0, 1], got {value!r}")
+            problems.append(f"{where}{prefix}top_{k} must be a number in [0, 1], got {value!r}")
     if all(is_number(v) for v in values) and values != sorted(values):
-        problems.append(f"metrics.{prefix}top_k accuracies must not decrease as k grows, got {values}")
+        problems.append(f"{where}{prefix}top_k accuracies must not decrease as k grows, got {values}")
+
+
+def _long_context_problems(section, top_k: list[int]) -> list[str]:
+    """The probe's lengths, counts and, per kept length, accuracies for each k of `top_k` (see
+    `long_context.LongContextProbe`)."""
+    if not is_object(section):
+        return [f"must be an object, got {section!r}"]
+    problems = []
+    check(problems, section, "context_lengths", _is_k_list, "a non-empty increasing list of positive integers")
+    check(problems, section, "dropped_lengths", lambda v: v == [] or _is_k_list(v), "an increasing list of lengths")
+    for key in ("documents", "probe_tokens", "positions"):
+        check(problems, section, key, lambda v: is_count(v) and v > 0, "a positive integer")
+    check(problems, section, "top_k", is_object, "an object of figures per context length")
+    if problems:
+        return problems
+    lengths = [str(n) for n in section["context_lengths"]]
+    if sorted(section["top_k"]) != sorted(lengths):
+        return [f"top_k must hold the figures of exactly the context lengths {lengths}, got {list(section['top_k'])}"]
+    for length in lengths:
+        figures = section["top_k"][length]
+        if not is_object(figures):
+            problems.append(f"top_k.{length} must hold top_<k> accuracies for k in {top_k}, got {figures!r}")
+            continue
+        _top_k_problems(problems, figures, "", top_k, where=f"top_k.{length}.")
+    return problems
+
+
+def _ks_of(figures: dict) -> list[int]:
+    """The k of the `top_<k>` keys of `figures`, increasing."""
+    return sorted(int(match[1]) for key in figures if (match := re.fullmatch(r"top_(\d+)", key)))
 
 
 def _is_k_list(value) -> bool:

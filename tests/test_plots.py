@@ -1,11 +1,12 @@
-"""The card's plot of the training curves."""
+"""The plots: training curves and the long-context probe."""
 
 import io
 
 import matplotlib.image
+from test_long_context import SECTION
 from test_model_card import SHORT_RUN_LOG, sample_run_facts
 
-from clinical_modernbert.training_curves import plot_training_curves
+from clinical_modernbert.plots import plot_long_context, plot_training_curves
 
 
 def test_plot_is_drawn_from_the_log_history():
@@ -28,3 +29,10 @@ def test_plot_draws_what_was_logged_and_nothing_without_a_loss():
 
 
 # What the Trainer logs for a run shorter than its logging interval, not evaluated: the end-of-training summary only.
+
+
+def test_long_context_plot_is_drawn_from_the_section():
+    image = matplotlib.image.imread(io.BytesIO(plot_long_context(SECTION)), format="png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    changed = {**SECTION, "top_k": {**SECTION["top_k"], "1024": {"top_1": 0.9, "top_5": 0.95}}}
+    assert plot_long_context(changed) != plot_long_context(SECTION)

@@ -1,4 +1,5 @@
-"""The model card's plot: training and held-out loss and the masking rates over the steps, from the Trainer's logs."""
+"""The plots a person would rather look at than read, drawn from the figures the card shows: the training curves (from
+the Trainer's logs) and the long-context probe (from the evaluation's results)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,27 @@ def _plot_curve(ax, entries: list[dict], key: str, label: str, style: str = "-")
         ax.plot(*zip(*points), style, label=label)
     else:
         ax.plot([], [], style, label=f"{label}: not measured")
+
+
+def plot_long_context(section: dict) -> bytes:
+    """PNG of top-k accuracy against context length (log2 axis), one line per k."""
+    lengths = section["context_lengths"]
+    ks = list(section["top_k"][str(lengths[0])])
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for key in ks:
+        ax.plot(lengths, [100 * section["top_k"][str(n)][key] for n in lengths], "o-",
+                label=key.replace("top_", "top-"))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("accuracy of the masked tokens (%)")
+    dropped = section["dropped_lengths"]
+    dropped = f"\nnot measured (no document that long): {dropped}" if dropped else ""
+    ax.set_title(f"{section['positions']} masked tokens in the last {section['probe_tokens']} tokens of "
+                 f"{section['documents']} documents{dropped}", fontsize=10)
+    ax.legend()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
