@@ -289,6 +289,53 @@ def test_long_context_table_and_plot_on_the_card_and_in_the_push(model_dir):
     assert "Long context" not in rendered.card.text and LONG_CONTEXT_PLOT_FILE not in rendered.images
 
 
+def figures(top: tuple, positions: int, mask_only: tuple | None = None, mask_positions: int = 0) -> dict:
+    result = {**{f"top_{k}": a for k, a in zip((1, 5, 10, 25), top)}, "num_positions": positions}
+    if mask_only:
+        result |= {**{f"mask_only_top_{k}": a for k, a in zip((1, 5, 10, 25), mask_only)},
+                   "mask_only_num_positions": mask_positions}
+    return result
+
+
+def sample_entities() -> dict:
+    """The annotated evaluation's section, as `recipes/evaluate_mlm.py --annotations` writes it."""
+    whole = {"mentions": 40, "all_tokens_top_1": 0.125, "mentions_across_windows": 0}
+    return {
+        "annotations": {"path": "/home/someone/corpora/CDR_TestSet.PubTator.txt", "format": "pubtator"},
+        "documents": 12, "rows": 12, "tokens": 3456, "mentions": {"Chemical": 25, "Disease": 15},
+        "fixed_masking": {
+            "inside": figures((0.11, 0.22, 0.33, 0.44), 70, (0.05, 0.15, 0.25, 0.35), 55),
+            "outside": figures((0.31, 0.42, 0.53, 0.64), 400, (0.21, 0.32, 0.43, 0.54), 320),
+            "types": {"Chemical": figures((0.12, 0.23, 0.34, 0.45), 41, (0.06, 0.16, 0.26, 0.36), 33),
+                      "Disease": figures((0.1, 0.2, 0.3, 0.4), 29, (0.04, 0.14, 0.24, 0.34), 22)},
+        },
+        "whole_mention": {
+            "all": {**figures((0.08, 0.18, 0.28, 0.38), 90), **whole},
+            "types": {"Chemical": {**figures((0.09, 0.19, 0.29, 0.39), 55), **whole, "mentions": 25,
+                                   "all_tokens_top_1": 0.16},
+                      "Disease": {**figures((0.07, 0.17, 0.27, 0.37), 35), **whole, "mentions": 15,
+                                  "all_tokens_top_1": 0.0667}},
+        },
+    }
+
+
+def test_entity_and_whole_mention_tables_on_the_card(model_dir):
+    write(model_dir / MLM_EVAL_FILE, {**sample_mlm_eval(), "entities": sample_entities()})
+    text = " ".join(render_model_card(model_dir, REPO_ID).card.text.split())
+    assert ("**Medical entities** (the same file): 12 annotated documents of `CDR_TestSet.PubTator.txt` (pubtator), "
+            "3,456 tokens, with 25 Chemical, 15 Disease mentions.") in text
+    assert "/home/someone" not in text
+    assert "| Counted positions | Tokens | Positions | Top-1 | Top-5 | Top-10 | Top-25 |" in text
+    assert "| All labelled | inside any mention | 70 | 11.0% | 22.0% | 33.0% | 44.0% |" in text
+    assert "| All labelled | outside every mention | 400 | 31.0% | 42.0% | 53.0% | 64.0% |" in text
+    assert "| All labelled | inside Disease mentions | 29 | 10.0% | 20.0% | 30.0% | 40.0% |" in text
+    assert "| [MASK] only | inside Chemical mentions | 33 | 6.0% | 16.0% | 26.0% | 36.0% |" in text
+    assert "| Entity type | Mentions | Tokens | Top-1 | Top-5 | Top-10 | Top-25 | Every token ranked first |" in text
+    assert "| all types | 40 | 90 | 8.0% | 18.0% | 28.0% | 38.0% | 12.5% |" in text
+    assert "| Disease | 15 | 35 | 7.0% | 17.0% | 27.0% | 37.0% | 6.7% |" in text
+    assert "not scored whole" not in text
+
+
 def test_an_evaluation_file_without_mask_only_figures_shows_one_table(model_dir):
     report = sample_mlm_eval()
     report["metrics"] = {key: value for key, value in report["metrics"].items() if not key.startswith("mask_only_")}
@@ -400,6 +447,13 @@ def corrupt(report: dict, path: str, value) -> dict:
         ("metrics.mask_only_top_5", 0.01, r"metrics.mask_only_top_k accuracies must not decrease"),
         ("metrics.mask_only_medical_top_1", None, r"metrics.mask_only_medical_top_1 must be a number"),
         ("long_context", [1], "long_context.must be an object"),
+        ("entities.annotations", {"format": "iob"}, "entities.'annotations' must be an object naming"),
+        ("entities.mentions", {}, "entities.'mentions' must be a non-empty object"),
+        ("entities.fixed_masking.types.Disease", KeyError, "entities.fixed_masking.types must hold the figures of"),
+        ("entities.whole_mention.types.Chemical.all_tokens_top_1", 1.5,
+         r"entities.whole_mention.types.Chemical.'all_tokens_top_1' must be a share in \[0, 1\]"),
+        ("entities.fixed_masking.inside.mask_only_top_5", 0.01, "entities.fixed_masking.inside.mask_only_top_k acc"),
+        ("entities.whole_mention.all.top_25", "x", r"entities.whole_mention.all.top_25 must be a number"),
         ("long_context.context_lengths", [1024, 512], "long_context.'context_lengths' must be a non-empty increasing"),
         ("long_context.positions", 0, "long_context.'positions' must be a positive integer"),
         ("long_context.top_k.512", KeyError, "long_context.top_k must hold the figures of exactly the context"),
@@ -408,7 +462,7 @@ def corrupt(report: dict, path: str, value) -> dict:
     ],
 )
 def test_malformed_evaluation_file_is_refused(model_dir, path, value, message):
-    report = {**sample_mlm_eval(), "long_context": sample_long_context()}
+    report = {**sample_mlm_eval(), "long_context": sample_long_context(), "entities": sample_entities()}
     write(model_dir / MLM_EVAL_FILE, corrupt(report, path, value))
     with pytest.raises(ValueError, match=message) as err:
         render_model_card(model_dir, REPO_ID)

@@ -264,6 +264,7 @@ def _evaluation_context(report: MlmEvalReport, file: str) -> dict:
         "seed": report.masking.get("seed"),
         "top_k": report.top_k,
         "long_context": report.long_context and {**report.long_context, "plot_file": LONG_CONTEXT_PLOT_FILE},
+        "entities": report.entities and _entities_context(report.entities, report.top_k),
         "protocols": [
             {
                 "name": name,
@@ -280,6 +281,33 @@ def _evaluation_context(report: MlmEvalReport, file: str) -> dict:
             }
             for name, protocol, counted in protocols
             if f"{protocol}num_positions" in metrics  # files written before the [MASK]-only figures lack them
+        ],
+    }
+
+
+def _entities_context(section: dict, top_k: list[int]) -> dict:
+    """The annotated evaluation as table rows: fixed masking per protocol and mention group, whole mentions per type."""
+    fixed, whole = section["fixed_masking"], section["whole_mention"]
+    groups = [("inside any mention", fixed["inside"]), ("outside every mention", fixed["outside"]),
+              *((f"inside {kind} mentions", figures) for kind, figures in fixed["types"].items())]
+    return {
+        "file": Path(section["annotations"]["path"]).name,  # not the local folder it was read from
+        "format": section["annotations"].get("format"),
+        "documents": section["documents"],
+        "tokens": section["tokens"],
+        "mentions": section["mentions"],
+        "fixed": [
+            {"protocol": name, "group": group, "positions": figures[f"{protocol}num_positions"],
+             "top": {k: figures.get(f"{protocol}top_{k}") for k in top_k}}
+            for name, protocol in (("All labelled", ""), ("[MASK] only", MASK_ONLY))
+            for group, figures in groups
+            if f"{protocol}num_positions" in figures
+        ],
+        "whole": [
+            {"type": kind, "mentions": figures["mentions"], "positions": figures["num_positions"],
+             "top": {k: figures.get(f"top_{k}") for k in top_k}, "recovered": figures["all_tokens_top_1"],
+             "not_scored": figures.get("mentions_across_windows")}
+            for kind, figures in [("all types", whole["all"]), *whole["types"].items()]
         ],
     }
 

@@ -92,6 +92,8 @@ class MlmEvalReport(JsonArtifact):
         if data.get("long_context") is not None:
             problems.extend(f"long_context.{problem}"
                             for problem in _long_context_problems(data["long_context"], data["top_k"]))
+        if data.get("entities") is not None:
+            problems.extend(f"entities.{problem}" for problem in _entities_problems(data["entities"], data["top_k"]))
         for group in (*GROUPS, *(MASK_ONLY + g for g in GROUPS)):
             count = metrics.get(f"{group}_num_positions")
             if count is None:
@@ -112,6 +114,49 @@ def _top_k_problems(problems: list[str], metrics: dict, prefix: str, top_k: list
             problems.append(f"{where}{prefix}top_{k} must be a number in [0, 1], got {value!r}")
     if all(is_number(v) for v in values) and values != sorted(values):
         problems.append(f"{where}{prefix}top_k accuracies must not decrease as k grows, got {values}")
+
+
+def _entities_problems(section, top_k: list[int]) -> list[str]:
+    """The annotated documents' counts, the fixed-masking figures inside/outside mentions and per type, and the
+    whole-mention recovery per type (see `entity_evaluation.entity_figures`)."""
+    if not is_object(section):
+        return [f"must be an object, got {section!r}"]
+    problems = []
+    check(problems, section, "annotations", lambda v: is_object(v) and isinstance(v.get("path"), str),
+          "an object naming the annotation file's path")
+    for key in ("documents", "rows", "tokens"):
+        check(problems, section, key, is_count, "a non-negative integer")
+    check(problems, section, "mentions", lambda v: is_object(v) and v and all(is_count(n) for n in v.values()),
+          "a non-empty object of mention counts per entity type")
+    for key in ("fixed_masking", "whole_mention"):
+        check(problems, section, key, lambda v: is_object(v) and is_object(v.get("types")),
+              "an object with figures per entity type ('types')")
+    if problems:
+        return problems
+    types = sorted(section["mentions"])
+    fixed, whole = section["fixed_masking"], section["whole_mention"]
+    groups = [("fixed_masking.inside", fixed.get("inside")), ("fixed_masking.outside", fixed.get("outside")),
+              ("whole_mention.all", whole.get("all"))]
+    for key, part in (("fixed_masking", fixed), ("whole_mention", whole)):
+        if sorted(part["types"]) != types:
+            problems.append(f"{key}.types must hold the figures of exactly the entity types {types}, "
+                            f"got {sorted(part['types'])}")
+            return problems
+        groups += [(f"{key}.types.{kind}", part["types"][kind]) for kind in types]
+    for where, figures in groups:
+        if not is_object(figures) or not is_count(figures.get("num_positions")):
+            problems.append(f"{where} must hold figures with num_positions, got {figures!r}")
+            continue
+        for prefix in ("", MASK_ONLY):
+            if figures.get(f"{prefix}num_positions"):
+                _top_k_problems(problems, figures, prefix, top_k, where=f"{where}.")
+        if where.startswith("whole_mention"):
+            found: list[str] = []
+            check(found, figures, "mentions", is_count, "a non-negative integer")
+            check(found, figures, "all_tokens_top_1", lambda v: v is None or (is_number(v) and 0 <= v <= 1),
+                  "a share in [0, 1] (or null for no mention)")
+            problems.extend(f"{where}.{problem}" for problem in found)
+    return problems
 
 
 def _long_context_problems(section, top_k: list[int]) -> list[str]:
