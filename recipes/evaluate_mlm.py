@@ -6,6 +6,8 @@
 The YAML holds `sources` (as in the pretraining configs) and optionally `split` (held_out | all), `max_seq_length`,
 `eval_fraction`, `lexicon_files`. Counted positions: every position with a label (masked, replaced or kept).
 With `--sparse_prediction true` the head runs on masked positions only: same numbers, far less memory per batch.
+With `--annotations FILE` (PubTator or IOB) it evaluates those documents instead of `sources`, adding top-k inside vs
+outside mentions per entity type and whole-mention recovery (`clinical_modernbert.entity_evaluation`).
 """
 
 import logging
@@ -15,6 +17,12 @@ from transformers import set_seed
 
 from clinical_modernbert.cli import run_recipe
 from clinical_modernbert.configs import DataArguments, EvaluationArguments, ModelArguments
+from clinical_modernbert.entity_evaluation import (
+    annotations_data,
+    build_entity_rows,
+    entity_figures,
+    format_entity_tables,
+)
 from clinical_modernbert.evaluation import (
     build_eval_dataset,
     build_eval_lexicon,
@@ -36,8 +44,12 @@ def main(model_args, data_args, eval_args):
     set_seed(eval_args.seed)
     output = results_path(model_args.model_name_or_path, eval_args.output_json)
     tokenizer = load_tokenizer(model_args)
-    lexicon = build_eval_lexicon(eval_args)
-    dataset = build_eval_dataset(data_args, eval_args, tokenizer, lexicon)
+    if eval_args.annotations:  # the annotated documents, without the lexicon's breakdown (mentions replace it)
+        entity_rows, lexicon = build_entity_rows(eval_args, tokenizer, data_args.max_seq_length), None
+        dataset = entity_rows.dataset
+    else:
+        lexicon = build_eval_lexicon(eval_args)
+        dataset = build_eval_dataset(data_args, eval_args, tokenizer, lexicon)
     collator = MedicalMaskingCollator.for_evaluation(tokenizer, eval_args.mlm_probability, eval_args.seed)
     model = load_model(model_args, tokenizer)
 
@@ -45,10 +57,16 @@ def main(model_args, data_args, eval_args):
         model, tokenizer, dataset, collator, eval_args, medical_breakdown=lexicon is not None,
         output_dir=str(output.parent),
     )
+    if eval_args.annotations:
+        entities = entity_figures(model, tokenizer, entity_rows, eval_args, top_k, str(output.parent))
     if not PartialState().is_main_process:
         return
     print(format_table(results, top_k))
     report = evaluation_report(model_args.model_name_or_path, data_args, eval_args, dataset, collator, top_k, results)
+    if eval_args.annotations:
+        print(format_entity_tables(entities, top_k))
+        report.data = annotations_data(eval_args, entity_rows, data_args.max_seq_length)
+        report.entities = entities
     output.parent.mkdir(parents=True, exist_ok=True)
     report.save(output)
     logger.info("Save: results in %s", output)
