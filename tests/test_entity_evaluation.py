@@ -148,7 +148,7 @@ def flat(section: dict, prefix: str = "") -> dict:
 
 def test_rows_mark_the_tokens_inside_each_type_of_mention(tokenizer):
     documents = annotated_documents(20)
-    rows = entity_rows(documents, tokenizer, MAX_LEN, "pubtator")
+    rows = entity_rows(documents, tokenizer, MAX_LEN)
     assert rows.types == ["Chemical", "Disease", "Finding"] and rows.documents == 20
     expected_rows, expected_inside, expected_cut = [], [], []
     for document in documents:
@@ -171,16 +171,16 @@ def test_rows_mark_the_tokens_inside_each_type_of_mention(tokenizer):
 
 def test_tokens_are_inside_by_their_characters_without_the_leading_space(tokenizer):
     text = "given  aspirin"  # byte-level BPE: "Ġaspirin" (or its first piece) spans the space before it too
-    rows = entity_rows([AnnotatedDocument("x", text, [Mention(7, 10, "Chemical")])], tokenizer, MAX_LEN, "iob")
+    rows = entity_rows([AnnotatedDocument("x", text, [Mention(7, 10, "Chemical")])], tokenizer, MAX_LEN)
     _, spans = token_spans(tokenizer, text)
     assert rows.inside[:, 0].nonzero()[0].tolist() == [i + 1 for i, (s, e) in enumerate(spans) if s < 10 and e > 7]
     with pytest.raises(ValueError, match="Document x: no token of the tokenizer covers the mention at characters 5-7"):
-        entity_rows([AnnotatedDocument("x", text, [Mention(5, 7, "Blank")])], tokenizer, MAX_LEN, "iob")
+        entity_rows([AnnotatedDocument("x", text, [Mention(5, 7, "Blank")])], tokenizer, MAX_LEN)
 
 
 @pytest.fixture(scope="module")
 def section(model, tokenizer, tmp_path_factory):
-    rows = entity_rows(annotated_documents(30), tokenizer, MAX_LEN, "pubtator")
+    rows = entity_rows(annotated_documents(30), tokenizer, MAX_LEN)
     args = EvaluationArguments(top_k=TOP_K, per_device_eval_batch_size=5)
     return entity_figures(model, tokenizer, rows, args, TOP_K, str(tmp_path_factory.mktemp("out")))
 
@@ -201,7 +201,7 @@ def test_figures_equal_forward_passes_on_hand_masked_windows(section, model, tok
 
 def test_slices_of_the_prediction_give_the_same_section(section, model, tokenizer, tmp_path, monkeypatch):
     monkeypatch.setattr(entity_evaluation, "PREDICTION_TOKENS", 25 * MAX_LEN)  # 25 rows per predict_masked call
-    rows = entity_rows(annotated_documents(30), tokenizer, MAX_LEN, "pubtator")
+    rows = entity_rows(annotated_documents(30), tokenizer, MAX_LEN)
     args = EvaluationArguments(top_k=TOP_K, per_device_eval_batch_size=7)
     assert flat(entity_figures(model, tokenizer, rows, args, TOP_K, str(tmp_path))) == pytest.approx(flat(section))
 

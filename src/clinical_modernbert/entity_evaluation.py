@@ -41,7 +41,6 @@ class EntityRows:
     """Annotated documents as evaluation rows, which tokens lie inside which mentions, and where each mention is."""
 
     dataset: Dataset  # input_ids, doc_lengths: one window of one document per row
-    format: str  # of the annotation file: pubtator | iob
     documents: int
     types: list[str]  # the entity types, sorted
     inside: np.ndarray  # (tokens of all rows, types): True where the token is inside a mention of the type
@@ -54,14 +53,27 @@ class EntityRows:
 def build_entity_rows(eval_args: EvaluationArguments, tokenizer, max_seq_length: int) -> EntityRows:
     """The rows of `eval_args.annotations` (its first `max_annotated_documents` documents)."""
     documents = read_annotations(eval_args.annotations)[: eval_args.max_annotated_documents]
-    rows = entity_rows(documents, tokenizer, max_seq_length, detect_format(eval_args.annotations))
+    rows = entity_rows(documents, tokenizer, max_seq_length)
     mentions = dict(zip(rows.types, np.bincount(rows.mention_types, minlength=len(rows.types)).tolist()))
     logger.info("Data: %s (%s), %d documents, %d rows of up to %d tokens, mentions %s", eval_args.annotations,
-                rows.format, rows.documents, len(rows.dataset), max_seq_length, mentions)
+                detect_format(eval_args.annotations), rows.documents, len(rows.dataset), max_seq_length, mentions)
     return rows
 
 
-def entity_rows(documents: list[AnnotatedDocument], tokenizer, max_seq_length: int, format: str) -> EntityRows:
+def annotations_data(eval_args: EvaluationArguments, rows: EntityRows, max_seq_length: int) -> dict:
+    """The results file's `data`: the annotation file (as its one source), its documents, rows and tokens."""
+    return {
+        "split": "annotations",
+        "sources": {"annotations": {"path": eval_args.annotations, "format": detect_format(eval_args.annotations)}},
+        "max_annotated_documents": eval_args.max_annotated_documents,
+        "documents": rows.documents,
+        "max_seq_length": max_seq_length,
+        "rows": len(rows.dataset),
+        "tokens": int(rows.row_starts[-1]),
+    }
+
+
+def entity_rows(documents: list[AnnotatedDocument], tokenizer, max_seq_length: int) -> EntityRows:
     """`documents` tokenized (fast tokenizer, offsets) and cut into rows of at most `max_seq_length` tokens."""
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError(f"The entity evaluation needs a fast tokenizer (offsets); got {type(tokenizer).__name__}")
@@ -93,7 +105,6 @@ def entity_rows(documents: list[AnnotatedDocument], tokenizer, max_seq_length: i
     lengths = [len(row[INPUT_IDS]) for row in rows]
     return EntityRows(
         dataset=Dataset.from_list(rows),
-        format=format,
         documents=len(documents),
         types=types,
         inside=np.concatenate(inside_parts) if inside_parts else np.zeros((0, len(types)), dtype=bool),
@@ -221,15 +232,3 @@ def _cells(figures: dict, prefix: str, top_k: list[int]) -> str:
     values = [figures.get(f"{prefix}top_{k}") for k in top_k]
     return " | ".join("n/a" if value is None else f"{100 * value:.2f}" for value in values)
 
-
-def annotations_data(eval_args: EvaluationArguments, rows: EntityRows, max_seq_length: int) -> dict:
-    """The results file's `data`: the annotation file (as its one source), its documents, rows and tokens."""
-    return {
-        "split": "annotations",
-        "sources": {"annotations": {"path": eval_args.annotations, "format": rows.format}},
-        "max_annotated_documents": eval_args.max_annotated_documents,
-        "documents": rows.documents,
-        "max_seq_length": max_seq_length,
-        "rows": len(rows.dataset),
-        "tokens": int(rows.row_starts[-1]),
-    }

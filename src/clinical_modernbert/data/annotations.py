@@ -2,9 +2,12 @@
 
 PubTator (BC5CDR, NCBI-disease, BioRED): per document `PMID|t|title`, `PMID|a|abstract`, then one line per mention,
 `PMID<TAB>start<TAB>end<TAB>mention<TAB>type<TAB>identifier[<TAB>more]`, and a blank line between documents. Offsets
-are Python character offsets into `title + " " + abstract`, end exclusive; relation lines (`PMID<TAB>CID<TAB>D1<TAB>D2`)
-are skipped. IOB (`token<TAB>tag`, as `recipes/finetune.py` reads): each sentence is a document, its tokens joined by
-single spaces, its mentions the `B-`/`I-` spans (type: the tag's suffix).
+are Python character offsets into `title + " " + abstract`, end exclusive (the NCBI files are ASCII, where characters
+and bytes agree; offsets that fit as UTF-8 byte offsets only are reported as such); relation lines
+(`PMID<TAB>CID<TAB>D1<TAB>D2`, `PMID<TAB>Association<TAB>...`) are skipped.
+
+IOB (`token<TAB>tag`, as `recipes/finetune.py` reads): each sentence is a document, its tokens joined by single
+spaces, its mentions the `B-`/`I-` spans (type: the tag's suffix).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Mention:
 
 @dataclass
 class AnnotatedDocument:
+    """A document's id (PMID, or the sentence number in an IOB file), its text and its mentions."""
+
     id: str
     text: str
     mentions: list[Mention]
