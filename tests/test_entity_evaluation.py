@@ -293,6 +293,21 @@ def test_recipe_evaluates_an_annotation_file_without_sources(tmp_path, recipe_in
     assert MlmEvalReport.read(output).entities == entities
 
 
+def test_recipe_reads_iob_files_and_keeps_the_first_documents_asked_for(tmp_path, recipe_inputs):
+    model_dir, _ = recipe_inputs
+    annotations, output = tmp_path / "test.tsv", tmp_path / "results.json"
+    annotations.write_text("aspirin\tB-Chemical\nfor\tO\nheart\tB-Disease\nfailure\tI-Disease\n\n"
+                           "warfarin\tB-Chemical\n.\tO\n", encoding="utf-8")
+    args = ["--model_name_or_path", str(model_dir), "--annotations", str(annotations), "--output_json", str(output),
+            "--max_annotated_documents", "1", *RECIPE_ARGS]
+    load_recipe().main(*parse_recipe_args([ModelArguments, DataArguments, EvaluationArguments], args=args))
+    report = json.loads(output.read_text())
+    assert report["data"]["sources"]["annotations"]["format"] == "iob"
+    assert report["data"]["documents"] == 1 and report["data"]["max_annotated_documents"] == 1
+    assert report["entities"]["mentions"] == {"Chemical": 1, "Disease": 1}
+    assert report["entities"]["whole_mention"]["types"]["Disease"]["mentions"] == 1
+
+
 @pytest.mark.slow
 def test_two_processes_give_the_section_of_one(tmp_path, recipe_inputs):
     model_dir, annotations = recipe_inputs
