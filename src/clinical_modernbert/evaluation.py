@@ -68,7 +68,8 @@ def evaluate_masked_lm(model, tokenizer, dataset: Dataset, collator, eval_args: 
                 100 * eval_args.mlm_probability, eval_args.seed, metrics.top_k)
     results = trainer.evaluate()
     # eval_loss is the Trainer's mean of per-batch losses (perplexity is weighted by position); the rest is bookkeeping
-    dropped = ("eval_loss", "eval_model_preparation_time", "epoch")
+    dropped = ("eval_loss", "eval_model_preparation_time", "eval_runtime", "eval_samples_per_second",
+               "eval_steps_per_second", "epoch")
     return {key.removeprefix("eval_"): value for key, value in results.items() if key not in dropped}, metrics.top_k
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from .run_facts import RunFacts
 from .schema import JsonArtifact, check, is_count, is_number, is_object
@@ -62,6 +63,8 @@ class MlmEvalReport(JsonArtifact):
     @property
     def dataset_name(self) -> str:
         """How the card names the evaluation data: its sources and split."""
+        if self.data["split"] == "annotations":
+            return f"{Path(self.data['sources']['annotations']['path']).name} (annotated documents)"
         split = "held-out documents" if self.data["split"] == "held_out" else "all documents"
         return f"{', '.join(self.data['sources'])} ({split})"
 
