@@ -139,11 +139,14 @@ def test_a_model_folder_that_does_not_exist(tmp_path):
 
 def test_a_model_folder_without_a_tokenizer(tmp_path):
     (tmp_path / "model").mkdir()
-    result = run("evaluate_mlm.py", "--model_name_or_path", tmp_path / "model", "--split", "all")
+    annotations = tmp_path / "test.tsv"
+    annotations.write_text("aspirin\tB-Chemical\n")
+    args = ("--model_name_or_path", tmp_path / "model", "--annotations", annotations)
+    result = run("evaluate_mlm.py", *args)
     assert_one_line_error(result, f"the folder {tmp_path / 'model'} holds no config.json")
     (tmp_path / "model" / "config.json").write_text(
         (REPO_ROOT / "src/clinical_modernbert/assets/tiny_modernbert_config.json").read_text())
-    result = run("evaluate_mlm.py", "--model_name_or_path", tmp_path / "model", "--split", "all")
+    result = run("evaluate_mlm.py", *args)
     assert_one_line_error(result, f"the folder {tmp_path / 'model'} holds no tokenizer", "--tokenizer_name_or_path")
 
 
