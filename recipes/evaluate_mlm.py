@@ -68,7 +68,7 @@ def main(model_args, data_args, eval_args):
     print(format_table(results, top_k))
     report = evaluation_report(model_args.model_name_or_path, data_args, eval_args, dataset, collator, top_k, results)
     if not data_args.sources:
-        report.data = annotations_data(eval_args, entity_rows, data_args.max_seq_length)
+        report.data = annotations_data(entity_rows, data_args.max_seq_length)
     output.parent.mkdir(parents=True, exist_ok=True)
     if entities:
         print(format_entity_tables(entities, top_k))

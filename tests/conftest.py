@@ -73,17 +73,24 @@ def tiny_checkpoint(tmp_path_factory):
 SMOKE_CONFIG = REPO_ROOT / "recipes" / "configs" / "finetune_smoke.yaml"
 
 
-def run_finetune_recipe(args: list[str]) -> dict:
-    """`recipes/finetune.py` in-process (same parsing as the command line); its results as written to JSON."""
+def load_script(relative: str):
+    """A script of the repository (a recipe, the Space's app.py) imported as a module, by its path."""
     import importlib.util
 
+    path = REPO_ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_finetune_recipe(args: list[str]) -> dict:
+    """`recipes/finetune.py` in-process (same parsing as the command line); its results as written to JSON."""
     from clinical_modernbert.finetuning import FinetuneArguments, FinetuneTrainingArguments
     from clinical_modernbert.parsing import parse_recipe_args
 
-    spec = importlib.util.spec_from_file_location("finetune_recipe", REPO_ROOT / "recipes" / "finetune.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    return recipe.main(*parse_recipe_args([FinetuneArguments, FinetuneTrainingArguments], args=args)).to_json()
+    arguments = parse_recipe_args([FinetuneArguments, FinetuneTrainingArguments], args=args)
+    return load_script("recipes/finetune.py").main(*arguments).to_json()
 
 
 def cpu_ddp_launcher() -> list[str]:

@@ -1,7 +1,6 @@
 """Top-k inside/outside mentions and whole-mention recovery, checked against plain forward passes on hand-masked
 inputs; `recipes/evaluate_mlm.py --annotations` end to end."""
 
-import importlib.util
 import json
 import random
 import shutil
@@ -10,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, cpu_ddp_launcher, tiny_config
+from conftest import REPO_ROOT, cpu_ddp_launcher, load_script, tiny_config
 from test_model_card import sample_run_facts
 from transformers import ModernBertForMaskedLM
 
@@ -247,10 +246,7 @@ RECIPE_ARGS = ["--max_seq_length", "16", "--per_device_eval_batch_size", "3"]
 
 
 def load_recipe():
-    spec = importlib.util.spec_from_file_location("evaluate_recipe", REPO_ROOT / "recipes" / "evaluate_mlm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/evaluate_mlm.py")
 
 
 def run_recipe(tmp_path, model_dir, annotations, *launcher: str) -> dict:

@@ -1,7 +1,6 @@
 """Top-k evaluation inside the Trainer and `recipes/evaluate_mlm.py`, checked against direct computation on the
 logits."""
 
-import importlib.util
 import json
 import math
 import random
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT, cpu_ddp_launcher, tiny_config
+from conftest import REPO_ROOT, cpu_ddp_launcher, load_script, tiny_config
 from transformers import EvalPrediction, ModernBertForMaskedLM, ModernBertModel
 
 from clinical_modernbert.attention import packed_attention_inputs
@@ -223,10 +222,7 @@ def test_predictions_in_dataset_order_give_the_evaluation_figures(tokenizer, fil
 
 
 def load_recipe():
-    spec = importlib.util.spec_from_file_location("evaluate_recipe", REPO_ROOT / "recipes" / "evaluate_mlm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/evaluate_mlm.py")
 
 
 @pytest.mark.parametrize(

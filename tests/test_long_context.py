@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import xxhash
-from conftest import REPO_ROOT, cpu_ddp_launcher, tiny_config
+from conftest import REPO_ROOT, cpu_ddp_launcher, load_script, tiny_config
 from transformers import ModernBertForMaskedLM, PretrainedConfig
 from transformers.modeling_outputs import MaskedLMOutput
 
@@ -230,12 +230,7 @@ def test_table():
 
 
 def load_recipe():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("evaluate_recipe", REPO_ROOT / "recipes" / "evaluate_mlm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/evaluate_mlm.py")
 
 
 @pytest.fixture(scope="module")

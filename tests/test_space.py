@@ -2,7 +2,6 @@
 page in a real headless browser (Debian's chromium driven by Playwright): what it shows must be what
 `pipeline("fill-mask")`, the lexicon and mean-pooled `AutoModel` embeddings give for the same model."""
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_script
 from test_model_card import write_model_dir
 from transformers import AutoModel, AutoTokenizer, pipeline
 
@@ -31,10 +30,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app():
-    spec = importlib.util.spec_from_file_location("space_app", REPO_ROOT / "space" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("space/app.py")
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,13 @@
 
 import copy
 import gzip
-import importlib.util
 import json
 import os
 
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT, shared_path, tiny_config
+from conftest import REPO_ROOT, load_script, shared_path, tiny_config
 from transformers import AutoTokenizer, ModernBertForMaskedLM, PreTrainedTokenizerFast
 
 from clinical_modernbert.artifacts import VOCABULARY_REPORT_FILE, VocabularyReport
@@ -33,9 +32,7 @@ from clinical_modernbert.vocabulary import (
     text_fertility,
 )
 
-spec = importlib.util.spec_from_file_location("extend_tokenizer_recipe", REPO_ROOT / "recipes" / "extend_tokenizer.py")
-recipe = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(recipe)
+recipe = load_script("recipes/extend_tokenizer.py")
 
 
 def read_jsonl(path, limit):

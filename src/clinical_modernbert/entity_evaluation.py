@@ -48,35 +48,32 @@ class EntityRows:
     mention_types: np.ndarray  # (mentions,): index in `types`
     mention_rows: np.ndarray  # (mentions,): the row holding all the mention's tokens; -1 when they cross a border
     mention_positions: list[np.ndarray]  # per mention: its tokens' positions in that row (empty when not scored)
+    file: dict | None = None  # the annotation file read (path, format, documents cap); None for documents in memory
 
 
 def build_entity_rows(eval_args: EvaluationArguments, tokenizer, max_seq_length: int) -> EntityRows:
     """The rows of `eval_args.annotations` (its first `max_annotated_documents` documents)."""
     documents = read_annotations(eval_args.annotations)[: eval_args.max_annotated_documents]
     rows = entity_rows(documents, tokenizer, max_seq_length)
+    rows.file = {"path": eval_args.annotations, "format": detect_format(eval_args.annotations),
+                 "max_annotated_documents": eval_args.max_annotated_documents}
     mentions = dict(zip(rows.types, np.bincount(rows.mention_types, minlength=len(rows.types)).tolist()))
     logger.info("Data: %s (%s), %d documents, %d rows of up to %d tokens, mentions %s", eval_args.annotations,
-                detect_format(eval_args.annotations), rows.documents, len(rows.dataset), max_seq_length, mentions)
+                rows.file["format"], rows.documents, len(rows.dataset), max_seq_length, mentions)
     return rows
 
 
-def annotations_data(eval_args: EvaluationArguments, rows: EntityRows, max_seq_length: int) -> dict:
+def annotations_data(rows: EntityRows, max_seq_length: int) -> dict:
     """The results file's `data` when the annotated documents are the evaluated text: the annotation file (as its one
     source), its documents, rows and tokens."""
     return {
         "split": "annotations",
-        "sources": {"annotations": annotation_file(eval_args)},
+        "sources": {"annotations": rows.file},
         "documents": rows.documents,
         "max_seq_length": max_seq_length,
         "rows": len(rows.dataset),
         "tokens": int(rows.row_starts[-1]),
     }
-
-
-def annotation_file(eval_args: EvaluationArguments) -> dict:
-    """What the results say of the annotation file: its path, format and the documents cap."""
-    return {"path": eval_args.annotations, "format": detect_format(eval_args.annotations),
-            "max_annotated_documents": eval_args.max_annotated_documents}
 
 
 def entity_rows(documents: list[AnnotatedDocument], tokenizer, max_seq_length: int) -> EntityRows:
@@ -150,7 +147,7 @@ def entity_figures(model, tokenizer, rows: EntityRows, eval_args: EvaluationArgu
     """The `entities` section of the results file: counts and figures, no text (see `format_entity_tables`)."""
     mentions = np.bincount(rows.mention_types, minlength=len(rows.types))
     section = {
-        **({"annotations": annotation_file(eval_args)} if eval_args.annotations else {}),
+        **({"annotations": rows.file} if rows.file else {}),
         "documents": rows.documents,
         "rows": len(rows.dataset),
         "tokens": int(rows.row_starts[-1]),
